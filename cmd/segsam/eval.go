@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/segsam/segsam/dataset"
+	"github.com/segsam/segsam/eval"
+)
+
+func init() {
+	register(command{
+		name:    "eval",
+		summary: "DSC / mDSC tables per modality for box and point prompts, with baselines",
+		run:     runEval,
+	})
+}
+
+// modelSegmenter builds the Segmenter of a checkpoint for segsam eval; nil
+// in builds without model evaluation.
+var modelSegmenter func(checkpoint, arch string) (eval.Segmenter, error)
+
+// evalStdout receives the tables eval prints (tests replace it).
+var evalStdout io.Writer = os.Stdout
+
+func runEval(args []string) error {
+	fs := newFlagSet("eval", "--data DIR --prompt box|point|both [--prompts FILE.json] [--seed N] [--split all|train|val] [--baseline box|ellipse|all|none] [--checkpoint FILE [--arch NAME]] --out DIR")
+	data := fs.String("data", "", "dataset folder in SA-Med2D layout (image2label.json, meta.json, images/, masks/)")
+	prompt := fs.String("prompt", "", "prompt kind: box, point or both (default: the kinds in --prompts, else required)")
+	promptsFile := fs.String("prompts", "", "replay the prompts of an earlier run (its prompts.json)")
+	seed := fs.Int64("seed", 1, "seed of the simulated point prompts")
+	split := fs.String("split", "all", "evaluate all images, or the train or val part of a group split")
+	valFraction := fs.Float64("val-fraction", 0.2, "share of groups (patients/cases) in the val split")
+	splitSeed := fs.Int64("split-seed", 1, "seed of the group split")
+	baseline := fs.String("baseline", "all", "trivial baselines added as rows: box, ellipse, all or none")
+	noBaselines := fs.Bool("no-baselines", false, "same as --baseline none")
+	checkpoint := fs.String("checkpoint", "", "model weights to evaluate (SEG-SAM, or SAM / SAM-Med2D: then DSC only)")
+	arch := fs.String("arch", "", "architecture of --checkpoint (default: inferred)")
+	gallery := fs.Int("gallery", eval.DefaultGalleryN, "worst cases drawn per method and prompt (0: none)")
+	quiet := fs.Bool("quiet", false, "no progress bar")
+	out := fs.String("out", "", "output folder (created; report files in it are replaced)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *data == "" || *out == "" {
+		return usageErrorf("--data and --out are required")
+	}
+	if *prompt == "" && *promptsFile == "" {
+		return usageErrorf("--prompt box|point|both is required (or --prompts FILE.json)")
+	}
+	if *prompt != "" {
+		if _, err := eval.ParseKinds(*prompt); err != nil {
+			return usageErrorf("--prompt: %v", err)
+		}
+	}
+	if *valFraction < 0 || *valFraction > 1 {
+		return usageErrorf("--val-fraction %g: want a number in [0, 1]", *valFraction)
+	}
+	if *noBaselines {
+		*baseline = "none"
+	}
+	var segs []eval.Segmenter
+	if *checkpoint != "" {
+		if modelSegmenter == nil {
+			return fmt.Errorf("model evaluation is not available in this build (evaluate the baselines without --checkpoint)")
+		}
+		s, err := modelSegmenter(*checkpoint, *arch)
+		if err != nil {
+			return fmt.Errorf("load model: %w", err)
+		}
+		segs = append(segs, s)
+	} else if *arch != "" {
+		return usageErrorf("--arch needs --checkpoint")
+	}
+	switch *baseline {
+	case "all":
+		segs = append(segs, &eval.Baseline{Shape: eval.ShapeBox}, &eval.Baseline{Shape: eval.ShapeEllipse})
+	case eval.ShapeBox, eval.ShapeEllipse:
+		segs = append(segs, &eval.Baseline{Shape: *baseline})
+	case "none":
+	default:
+		return usageErrorf("--baseline %q: want box, ellipse, all or none", *baseline)
+	}
+	if len(segs) == 0 {
+		return usageErrorf("nothing to evaluate: give --checkpoint or keep the baselines")
+	}
+
+	ds, err := dataset.Open(*data)
+	if err != nil {
+		return err
+	}
+	for _, w := range ds.Warnings {
+		fmt.Fprintf(stderr, "segsam eval: warning: %s\n", w)
+	}
+	switch *split {
+	case "all":
+	case "train", "val":
+		train, val := ds.SplitByGroup(*valFraction, *splitSeed)
+		ds = train
+		if *split == "val" {
+			ds = val
+		}
+		if len(ds.Images) == 0 {
+			return fmt.Errorf("the %s split of %s is empty (val fraction %g)", *split, *data, *valFraction)
+		}
+	default:
+		return usageErrorf("--split %q: want all, train or val", *split)
+	}
+
+	opts := eval.Options{Prompt: *prompt, Seed: *seed, PromptsFile: *promptsFile, GalleryN: *gallery}
+	if *gallery == 0 {
+		opts.GalleryN = -1
+	}
+	if !*quiet {
+		opts.Progress = stderr
+	}
+	rep, err := eval.Run(context.Background(), ds, segs, opts)
+	if err != nil {
+		return err
+	}
+	if err := rep.Write(*out); err != nil {
+		return err
+	}
+	if err := rep.WriteTables(evalStdout); err != nil {
+		return err
+	}
+	fmt.Fprintf(evalStdout, "\n%d images, %d objects; report in %s\n", rep.Images, rep.Objects, filepath.Join(*out, eval.SummaryMDFile))
+	return nil
+}

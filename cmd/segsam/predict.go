@@ -1,0 +1,195 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/png"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/segsam/segsam/npy"
+	"github.com/segsam/segsam/sam"
+	"github.com/segsam/segsam/transform"
+)
+
+func init() {
+	register(command{
+		name:    "predict",
+		summary: "segment an image from point / box / mask prompts",
+		run:     runPredict,
+	})
+}
+
+// predictResult is what predict writes to result.json.
+type predictResult struct {
+	Checkpoint string      `json:"checkpoint"`
+	Arch       string      `json:"arch"`
+	Family     sam.Family  `json:"family"`
+	Image      string      `json:"image"`
+	Width      int         `json:"width"`
+	Height     int         `json:"height"`
+	Prompts    int         `json:"prompts"`
+	MasksPer   int         `json:"masks_per_prompt"`
+	IoU        [][]float32 `json:"iou_predictions"`
+	MaskFiles  []string    `json:"mask_files"`
+	MaskPixels []int       `json:"mask_pixels"`
+	LowResSize int         `json:"low_res_size"`
+	TimingsMS  timings     `json:"timings_ms"`
+	Points     []sam.Point `json:"points,omitempty"`
+	Boxes      []sam.Box   `json:"boxes,omitempty"`
+	MaskInput  string      `json:"mask_input,omitempty"`
+	Multimask  bool        `json:"multimask"`
+	BinaryRule string      `json:"binary_rule"`
+	NPYLayout  string      `json:"npy_layout"`
+}
+
+type timings struct {
+	Load   float64 `json:"load"`
+	Encode float64 `json:"encode"`
+	Decode float64 `json:"decode"`
+	Post   float64 `json:"postprocess"`
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func runPredict(args []string) error {
+	fs := newFlagSet("predict", "--checkpoint FILE [--arch NAME | --config FILE.json] --image IMAGE [--point X,Y[,LABEL]]... [--box X0,Y0,X1,Y1]... [--mask-input FILE.npy] [--multimask] --out DIR")
+	var mf modelFlags
+	mf.register(fs)
+	var points pointFlags
+	var boxes boxFlags
+	imagePath := fs.String("image", "", "input image: PNG, JPEG or .npy (H×W×3 uint8)")
+	fs.Var(&points, "point", "a click X,Y[,LABEL] in image pixels; LABEL 1 positive (default) or 0 negative; repeatable")
+	fs.Var(&boxes, "box", "a box X0,Y0,X1,Y1 in image pixels; repeatable (one prediction per box)")
+	maskInput := fs.String("mask-input", "", "low-res mask logits from a previous run (.npy, [1,4g,4g] or [4g,4g])")
+	multimask := fs.Bool("multimask", false, "return 3 candidate masks (SAM) / the best of 3 (SAM-Med2D)")
+	out := fs.String("out", "", "output folder (created)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *imagePath == "" || *out == "" {
+		return usageErrorf("--image and --out are required")
+	}
+	if len(points) == 0 && len(boxes) == 0 && *maskInput == "" {
+		return usageErrorf("give at least one --point, --box or --mask-input")
+	}
+	img, err := transform.ReadImage(*imagePath)
+	if err != nil {
+		return err
+	}
+	pr := sam.Prompt{Points: points, Boxes: boxes, Multimask: *multimask}
+	if *maskInput != "" {
+		a, err := npy.Read(*maskInput)
+		if err != nil {
+			return err
+		}
+		pr.MaskInput = a.Float32()
+	}
+	start := time.Now()
+	m, err := mf.load()
+	if err != nil {
+		return err
+	}
+	load := time.Since(start)
+	// Check the prompt before the (slow) encoder runs.
+	if err := m.ValidatePrompt(pr, img.H, img.W); err != nil {
+		return usageErrorf("%v", err)
+	}
+	p := sam.NewPredictor(m)
+	if err := p.SetImage(img); err != nil {
+		return err
+	}
+	res, err := p.Predict(pr)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	info := predictResult{
+		Checkpoint: mf.checkpoint, Arch: m.Config.Name, Family: m.Config.Family, Image: *imagePath,
+		Width: img.W, Height: img.H, Prompts: res.B, MasksPer: res.C, LowResSize: res.LowResSize,
+		TimingsMS: timings{Load: ms(load), Encode: ms(p.Encode), Decode: ms(res.Decode), Post: ms(res.Post)},
+		Points:    points, Boxes: boxes, MaskInput: *maskInput, Multimask: *multimask,
+		BinaryRule: "mask_<i>.png pixel is on where the logit in masks.npy is > 0; i = prompt*masks_per_prompt + mask",
+	}
+	for b := 0; b < res.B; b++ {
+		info.IoU = append(info.IoU, res.IoU[b*res.C:(b+1)*res.C])
+		for c := 0; c < res.C; c++ {
+			i := b*res.C + c
+			name := fmt.Sprintf("mask_%d.png", i)
+			n, err := writeMaskPNG(filepath.Join(*out, name), res.Mask(b, c), res.W, res.H)
+			if err != nil {
+				return err
+			}
+			info.MaskFiles = append(info.MaskFiles, name)
+			info.MaskPixels = append(info.MaskPixels, n)
+		}
+	}
+	// The .npy files keep the official predictors' layouts: [C, ...] for one
+	// prompt, [B, C, ...] for several boxes.
+	lead := []int{res.C}
+	if res.B > 1 {
+		lead = []int{res.B, res.C}
+	}
+	info.NPYLayout = fmt.Sprintf("masks.npy %v+[H W] logits, iou_predictions.npy %v, low_res_logits.npy %v+[%d %d], embedding.npy [1 C g g]", lead, lead, lead, res.LowResSize, res.LowResSize)
+	emb, err := tensors.CopyFlatData[float32](p.Embedding())
+	if err != nil {
+		return err
+	}
+	files := []struct {
+		name  string
+		shape []int
+		data  []float32
+	}{
+		{"masks.npy", append(append([]int{}, lead...), res.H, res.W), res.Masks},
+		{"iou_predictions.npy", lead, res.IoU},
+		{"low_res_logits.npy", append(append([]int{}, lead...), res.LowResSize, res.LowResSize), res.LowRes},
+		{"embedding.npy", p.Embedding().Shape().Dimensions, emb},
+	}
+	for _, f := range files {
+		if err := npy.Write(filepath.Join(*out, f.name), f.shape, f.data); err != nil {
+			return err
+		}
+	}
+	data, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(*out, "result.json"), append(data, '\n'), 0o644); err != nil {
+		return err
+	}
+	for b := 0; b < res.B; b++ {
+		best := res.Best(b)
+		fmt.Printf("prompt %d: %d mask(s), best %s (predicted IoU %.3f, %d pixels)\n",
+			b, res.C, info.MaskFiles[b*res.C+best], res.IoU[b*res.C+best], info.MaskPixels[b*res.C+best])
+	}
+	fmt.Printf("wrote %s (encode %.0f ms, decode %.1f ms)\n", *out, ms(p.Encode), ms(res.Decode))
+	return nil
+}
+
+// writeMaskPNG writes a binary mask as an 8-bit PNG (0 / 255) and returns its
+// number of on pixels.
+func writeMaskPNG(path string, mask []bool, w, h int) (int, error) {
+	img := image.NewGray(image.Rect(0, 0, w, h))
+	n := 0
+	for i, on := range mask {
+		if on {
+			img.Pix[i] = 255
+			n++
+		}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, err
+	}
+	if err := png.Encode(f, img); err != nil {
+		f.Close()
+		return 0, fmt.Errorf("write %s: %w", path, err)
+	}
+	return n, f.Close()
+}

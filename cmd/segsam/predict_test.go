@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/segsam/segsam/npy"
+)
+
+const fixtures = "../../testdata/fixtures"
+
+// runCLI runs segsam with args and returns its exit code and error output.
+func runCLI(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	var buf bytes.Buffer
+	old := stderr
+	stderr = &buf
+	defer func() { stderr = old }()
+	code := run(args)
+	return code, buf.String()
+}
+
+func npyData(t *testing.T, path string) ([]int, []float32) {
+	t.Helper()
+	a, err := npy.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.Shape, a.Float32()
+}
+
+func worst(got, want []float32) float64 {
+	if len(got) != len(want) {
+		return math.Inf(1)
+	}
+	w := 0.0
+	for i := range got {
+		w = math.Max(w, math.Abs(float64(got[i]-want[i])))
+	}
+	return w
+}
+
+// TestPredictMatchesFixtures runs the CLI as the issue asks (original-image
+// pixels in, the fixtures' .npy layouts out) on both fixture models.
+func TestPredictMatchesFixtures(t *testing.T) {
+	cases := []struct {
+		model, id string
+		args      []string
+	}{
+		{"sam_tiny", "b_mm", []string{"--point", "52,55", "--point", "125,40,0", "--multimask"}},
+		{"sam_tiny", "d_sm", []string{"--box", "30,25,85,85", "--point", "120,45,0"}},
+		{"sam_tiny", "g_mm", []string{"--box", "30,25,85,85", "--box", "95,10,138,80", "--multimask"}},
+		{"sammed2d_tiny", "c_mm", []string{"--box", "30,25,85,85", "--multimask"}},
+		{"sammed2d_tiny", "e_sm", []string{"--point", "52,55", "--point", "125,40,0", "--mask-input", "e_mask_input.npy"}},
+	}
+	for _, c := range cases {
+		t.Run(c.model+"/"+c.id, func(t *testing.T) {
+			dir := filepath.Join(fixtures, c.model)
+			out := t.TempDir()
+			args := []string{"predict", "--checkpoint", filepath.Join(dir, c.model+".pth"),
+				"--config", filepath.Join(dir, "config.json"), "--image", filepath.Join(dir, "image.npy"), "--out", out}
+			for i, a := range c.args {
+				if strings.HasSuffix(a, ".npy") && i > 0 && c.args[i-1] == "--mask-input" {
+					a = filepath.Join(dir, a)
+				}
+				args = append(args, a)
+			}
+			if code, msg := runCLI(t, args...); code != 0 {
+				t.Fatalf("exit %d: %s", code, msg)
+			}
+			for _, f := range []string{"masks", "iou_predictions", "low_res_logits"} {
+				gotShape, got := npyData(t, filepath.Join(out, f+".npy"))
+				wantShape, want := npyData(t, filepath.Join(dir, c.id+"_"+f+".npy"))
+				if c.id == "g_mm" && c.model == "sam_tiny" || f == "masks" {
+					if len(gotShape) != len(wantShape) {
+						t.Errorf("%s: shape %v, want %v", f, gotShape, wantShape)
+					}
+				}
+				if d := worst(got, want); d > 2e-5 {
+					t.Errorf("%s: worst difference %.3g (shapes %v vs %v)", f, d, gotShape, wantShape)
+				}
+			}
+			for _, f := range []string{"result.json", "mask_0.png", "embedding.npy"} {
+				if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+}
+
+// TestPredictErrors checks that bad input gives a clear message and a
+// non-zero exit, never a panic.
+func TestPredictErrors(t *testing.T) {
+	dir := filepath.Join(fixtures, "sam_tiny")
+	ckpt := filepath.Join(dir, "sam_tiny.pth")
+	cfg := filepath.Join(dir, "config.json")
+	img := filepath.Join(dir, "image.png")
+	tmp := t.TempDir()
+	data, err := os.ReadFile(ckpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	truncated := filepath.Join(tmp, "truncated.pth")
+	if err := os.WriteFile(truncated, data[:len(data)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	notImage := filepath.Join(tmp, "notes.png")
+	if err := os.WriteFile(notImage, []byte("these are not pixels"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(tmp, "out")
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"truncated checkpoint", []string{"--checkpoint", truncated, "--config", cfg, "--image", img, "--point", "5,5"}, 1, "truncated"},
+		{"not a checkpoint", []string{"--checkpoint", cfg, "--config", cfg, "--image", img, "--point", "5,5"}, 1, "not a checkpoint"},
+		{"wrong architecture", []string{"--checkpoint", ckpt, "--arch", "vit_b", "--image", img, "--point", "5,5"}, 1, "does not fit architecture vit_b"},
+		{"unknown architecture", []string{"--checkpoint", ckpt, "--arch", "vit_q", "--image", img, "--point", "5,5"}, 2, "unknown architecture"},
+		{"missing image", []string{"--checkpoint", ckpt, "--config", cfg, "--image", filepath.Join(tmp, "none.png"), "--point", "5,5"}, 1, "no such file"},
+		{"unreadable image", []string{"--checkpoint", ckpt, "--config", cfg, "--image", notImage, "--point", "5,5"}, 1, "notes.png"},
+		{"point outside", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--point", "141,5"}, 2, "outside the 140x100 image"},
+		{"box outside", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--box", "-1,0,20,20"}, 2, "outside"},
+		{"inverted box", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--box", "50,50,20,20"}, 2, "x0 <= x1"},
+		{"bad label", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--point", "5,5,2"}, 2, "label must be 1"},
+		{"malformed point", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--point", "5;5"}, 2, "want X,Y"},
+		{"malformed box", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--box", "1,2,3"}, 2, "4 comma-separated"},
+		{"no prompt", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img}, 2, "at least one"},
+		{"wrong mask input", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--mask-input", filepath.Join(dir, "features.npy")}, 2, "mask input has"},
+		{"stray argument", []string{"--checkpoint", ckpt, "--image", img, "--point", "5,5", "extra"}, 2, "unexpected argument"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			args := append([]string{"predict", "--out", out}, c.args...)
+			code, msg := runCLI(t, args...)
+			if code != c.code || !strings.Contains(msg, c.want) {
+				t.Errorf("exit %d, message %q; want exit %d and a message containing %q", code, msg, c.code, c.want)
+			}
+		})
+	}
+}

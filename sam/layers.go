@@ -1,0 +1,223 @@
+package sam
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/ml/model"
+)
+
+// This file holds the small building blocks shared by the components, written
+// to match PyTorch's modules number for number. Every weight lives at the
+// scope path of its PyTorch state_dict key: the variable
+// "image_encoder/blocks/3/attn/qkv/weight" is "image_encoder.blocks.3.attn.qkv.weight".
+
+// Param returns the float32 variable name in scope with the given shape. A
+// variable the store does not hold yet (training from scratch, or a part a
+// checkpoint lacks) is initialised as PyTorch initialises nn.Linear and
+// nn.Conv2d: uniform in ±1/sqrt(fan_in), fan_in = the product of all axes but
+// the first; vectors (biases) start at zero.
+func Param(scope *model.Scope, g *Graph, name string, dims ...int) *Node {
+	return variable(scope, g, name, initDefault, true, dims...)
+}
+
+type initKind int
+
+const (
+	initDefault initKind = iota // PyTorch's Linear/Conv rule (biases zero)
+	initOnes                    // LayerNorm weights
+	initNormal                  // N(0, 1): the random-Fourier PE matrix
+)
+
+// variable returns (creating when needed) a float32 variable; trainable
+// false marks buffers such as the positional-encoding matrix.
+func variable(scope *model.Scope, g *Graph, name string, kind initKind, trainable bool, dims ...int) *Node {
+	store := scope.Store()
+	init := func(g *Graph, shape shapes.Shape) *Node {
+		switch {
+		case kind == initOnes:
+			return Ones(g, shape)
+		case kind == initNormal:
+			return store.RandomNormal(g, shape)
+		case shape.Rank() <= 1:
+			return Zeros(g, shape)
+		}
+		fanIn := 1
+		for _, d := range shape.Dimensions[1:] {
+			fanIn *= d
+		}
+		bound := 1 / math.Sqrt(float64(fanIn))
+		u := store.RandomUniform(g, shape) // [0, 1)
+		return MulScalar(AddScalar(MulScalar(u, 2), -1), bound)
+	}
+	v := scope.WithInitializer(init).VariableWithShape(name, shapes.Make(dtypes.Float32, dims...))
+	if !trainable {
+		v.SetTrainable(false)
+	}
+	return v.NodeValue(g)
+}
+
+// Linear is torch.nn.Linear: y = x·Wᵀ + b with W stored [out, in].
+//
+//	x: [..., in] -> [..., out]
+func Linear(scope *model.Scope, x *Node, out int, bias bool) *Node {
+	g := x.Graph()
+	in := x.Shape().Dim(-1)
+	w := Param(scope, g, "weight", out, in) // [out, in]
+	lead := x.Shape().Dimensions[:x.Rank()-1]
+	y := Einsum("ni,oi->no", Reshape(x, -1, in), w) // [N, out]
+	y = Reshape(y, append(append([]int{}, lead...), out)...)
+	if bias {
+		b := Param(scope, g, "bias", out)
+		y = Add(y, ExpandLeftToRank(b, y.Rank()))
+	}
+	return y
+}
+
+// LayerNorm is torch.nn.LayerNorm over the last axis (biased variance).
+//
+//	x: [..., C] -> [..., C]
+func LayerNorm(scope *model.Scope, x *Node, eps float64) *Node {
+	g := x.Graph()
+	c := x.Shape().Dim(-1)
+	w := variable(scope, g, "weight", initOnes, true, c)
+	b := Param(scope, g, "bias", c)
+	mean := ReduceAndKeep(x, ReduceMean, -1)
+	centred := Sub(x, mean)
+	variance := ReduceAndKeep(Square(centred), ReduceMean, -1)
+	// Div by Sqrt rather than Rsqrt: Rsqrt has no gradient in GoMLX v0.28.
+	y := Div(centred, Sqrt(AddScalar(variance, eps)))
+	return Add(Mul(y, ExpandLeftToRank(w, y.Rank())), ExpandLeftToRank(b, y.Rank()))
+}
+
+// GELU is the exact (erf) GELU that SAM uses everywhere.
+func GELU(x *Node) *Node {
+	return MulScalar(Mul(x, OnePlus(Erf(MulScalar(x, 1/math.Sqrt2)))), 0.5)
+}
+
+// ReLU is max(x, 0).
+func ReLU(x *Node) *Node {
+	return Max(x, ZerosLike(x))
+}
+
+// mlpBlock is SAM's MLPBlock (lin1 -> act -> lin2).
+//
+//	x: [..., C] -> [..., C]
+func mlpBlock(scope *model.Scope, x *Node, hidden int, act func(*Node) *Node) *Node {
+	c := x.Shape().Dim(-1)
+	h := act(Linear(scope.At("lin1"), x, hidden, true))
+	return Linear(scope.At("lin2"), h, c, true)
+}
+
+// MLP is SAM's MLP of the mask decoder (layers.0 .. layers.{n-1}, ReLU between
+// layers, optional sigmoid on the output).
+//
+//	x: [..., in] -> [..., out]
+func MLP(scope *model.Scope, x *Node, hidden, out, numLayers int, sigmoidOutput bool) *Node {
+	for i := 0; i < numLayers; i++ {
+		dim := hidden
+		if i == numLayers-1 {
+			dim = out
+		}
+		x = Linear(scope.At("layers").At("%d", i), x, dim, true)
+		if i < numLayers-1 {
+			x = ReLU(x)
+		}
+	}
+	if sigmoidOutput {
+		x = Sigmoid(x)
+	}
+	return x
+}
+
+// conv2d is torch.nn.Conv2d on a channels-last input, with the PyTorch weight
+// layout [out, in, kh, kw], as an im2col matrix product (exact and with the
+// right gradients on every backend).
+//
+//	x: [B, H, W, C] -> [B, H', W', out]
+func conv2d(scope *model.Scope, x *Node, out, k, stride, pad int, bias bool) *Node {
+	g := x.Graph()
+	dims := x.Shape().Dimensions
+	b, h, w, c := dims[0], dims[1], dims[2], dims[3]
+	weight := Param(scope, g, "weight", out, c, k, k) // [out, in, kh, kw]
+	var y *Node
+	switch {
+	case k == 1 && stride == 1 && pad == 0:
+		y = Einsum("bhwc,oc->bhwo", x, Reshape(weight, out, c))
+	case k == stride && pad == 0 && h%k == 0 && w%k == 0:
+		// Non-overlapping patches: a reshape gives every patch.
+		p := Reshape(x, b, h/k, k, w/k, k, c)      // [B, h', kh, w', kw, C]
+		y = Einsum("bipjqc,ocpq->bijo", p, weight) // [B, h', w', out]
+	default:
+		if pad > 0 {
+			x = Pad(x, ScalarZero(g, x.DType()), PadAxis{}, PadAxis{Start: pad, End: pad}, PadAxis{Start: pad, End: pad}, PadAxis{})
+		}
+		hp, wp := h+2*pad, w+2*pad
+		oh, ow := (hp-k)/stride+1, (wp-k)/stride+1
+		patches := make([]*Node, 0, k*k)
+		for p := 0; p < k; p++ {
+			for q := 0; q < k; q++ {
+				patches = append(patches, Slice(x, AxisRange(),
+					AxisRange(p, p+stride*(oh-1)+1).Stride(stride),
+					AxisRange(q, q+stride*(ow-1)+1).Stride(stride),
+					AxisRange()))
+			}
+		}
+		cols := Stack(patches, 3)                                          // [B, oh, ow, kh*kw, C]
+		kern := Reshape(TransposeAllAxes(weight, 0, 2, 3, 1), out, k*k, c) // [out, kh*kw, C]
+		y = Einsum("bhwkc,okc->bhwo", cols, kern)
+	}
+	if bias {
+		y = Add(y, ExpandLeftToRank(Param(scope, g, "bias", out), 4))
+	}
+	return y
+}
+
+// convTranspose2d is torch.nn.ConvTranspose2d on a channels-last input, with
+// the PyTorch weight layout [in, out, kh, kw]; the kernel size must be a
+// multiple of the stride (true of every SAM and SAM-Med2D layer).
+//
+//	x: [B, H, W, C] -> [B, (H-1)*s - 2*pad + k, (W-1)*s - 2*pad + k, out]
+func convTranspose2d(scope *model.Scope, x *Node, out, k, stride, pad int, bias bool) *Node {
+	g := x.Graph()
+	dims := x.Shape().Dimensions
+	b, h, w, c := dims[0], dims[1], dims[2], dims[3]
+	if k%stride != 0 {
+		panic(fmt.Sprintf("convTranspose2d: kernel %d is not a multiple of stride %d", k, stride))
+	}
+	weight := Param(scope, g, "weight", c, out, k, k) // [in, out, kh, kw]
+	r := k / stride
+	// Each input pixel writes a k×k patch; split kernel offsets p = a*s + u.
+	y := Einsum("bijc,copq->bijpqo", x, weight)        // [B, H, W, k, k, out]
+	y = Reshape(y, b, h, w, r, stride, r, stride, out) // [B, H, W, a, u, a2, u2, out]
+	var z *Node
+	for a := 0; a < r; a++ {
+		for a2 := 0; a2 < r; a2++ {
+			part := Slice(y, AxisRange(), AxisRange(), AxisRange(), AxisElem(a), AxisRange(), AxisElem(a2), AxisRange(), AxisRange())
+			part = Reshape(part, b, h, w, stride, stride, out) // [B, H, W, u, u2, out]
+			if r > 1 {
+				part = Pad(part, ScalarZero(g, x.DType()), PadAxis{},
+					PadAxis{Start: a, End: r - 1 - a}, PadAxis{Start: a2, End: r - 1 - a2},
+					PadAxis{}, PadAxis{}, PadAxis{})
+			}
+			if z == nil {
+				z = part
+			} else {
+				z = Add(z, part)
+			}
+		}
+	}
+	hh, ww := h+r-1, w+r-1
+	z = TransposeAllAxes(z, 0, 1, 3, 2, 4, 5)    // [B, hh, u, ww, u2, out]
+	z = Reshape(z, b, hh*stride, ww*stride, out) // [B, s*hh, s*ww, out]
+	if pad > 0 {
+		z = Slice(z, AxisRange(), AxisRange(pad, hh*stride-pad), AxisRange(pad, ww*stride-pad), AxisRange())
+	}
+	if bias {
+		z = Add(z, ExpandLeftToRank(Param(scope, g, "bias", out), 4))
+	}
+	return z
+}

@@ -1,0 +1,62 @@
+package segsam
+
+import (
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/ml/model"
+
+	"github.com/segsam/segsam/sam"
+)
+
+// Outputs are the forward pass's predictions for B prompted objects.
+type Outputs struct {
+	// Binary is Dec_sag's output: low-res mask logits [B, M, 4g, 4g] and
+	// predicted IoU [B, M] for its M mask tokens.
+	Binary, IoU *Node
+	// Semantic is Dec_saw's output (zero without the semantic decoder).
+	Semantic SemanticOutput
+	// ClassLogits [B, K]: from Dec_saw's t'_so, or from Baseline_sem's class
+	// token in Dec_sag; nil for vanilla SAM.
+	ClassLogits *Node
+}
+
+// Forward runs SEG-SAM's decoders on image embeddings and prompts: the prompt
+// encoder (Enc_pmt), T2VSE (its token appended to Dec_sag's prompts only),
+// Dec_sag and Dec_saw. The image encoder is not part of it: embeddings are
+// computed (and, when it is frozen, cached) separately.
+//
+//	emb: [B, C, g, g] (or [1, C, g, g] shared), coords: [B, N, 2], labels: [B, N]
+func Forward(scope *model.Scope, cfg Config, emb, coords, labels *Node) Outputs {
+	g := emb.Graph()
+	b := coords.Shape().Dim(0)
+	pe := scope.At("prompt_encoder")
+	sparse := sam.SparsePromptEmbeddings(pe, cfg.SAM, coords, labels) // t_p [B, N, C]
+	dense := sam.DensePromptEmbeddings(pe, cfg.SAM, g, nil, b)        // [B, C, g, g]
+	imagePE := sam.DensePositionalEncoding(pe, cfg.SAM, g)            // [1, C, g, g]
+	image := emb
+	if image.Shape().Dim(0) != b {
+		d := image.Shape().Dimensions
+		image = BroadcastToDims(image, b, d[1], d[2], d[3])
+	}
+	sagSparse := sparse
+	if cfg.Parts.TextEnhancer {
+		text := TextEnhancer(scope.At("text_enhancer"), cfg, image, imagePE, sparse) // MLP(t'_text) [B, 1, C]
+		sagSparse = Concatenate([]*Node{sparse, text}, 1)                            // t'_p
+	}
+	var extra *Node
+	if cfg.Parts.ClassToken {
+		c := cfg.SAM.PromptEncoder.EmbedDim
+		tok := sam.Param(scope.At("mask_decoder").At("class_token"), g, "weight", 1, c)
+		extra = BroadcastToDims(InsertAxes(tok, 0), b, 1, c)
+	}
+	dec := sam.MaskDecoderWithTokens(scope.At("mask_decoder"), cfg.SAM, image, imagePE, sagSparse, dense, extra)
+	out := Outputs{Binary: dec.Masks, IoU: dec.IoUPred}
+	if cfg.Parts.ClassToken {
+		tok := Squeeze(dec.Extra, 1) // [B, C]
+		out.ClassLogits = sam.Linear(scope.At("mask_decoder").At("class_head"), tok, cfg.NumClasses(), true)
+	}
+	if cfg.Parts.SemanticDecoder {
+		out.Semantic = SemanticDecoder(scope.At("semantic_decoder"), cfg, image, imagePE, sparse, dense)
+		out.ClassLogits = out.Semantic.ClassLogits
+	}
+	return out
+}

@@ -1,0 +1,268 @@
+package segsam
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+	"github.com/gomlx/gomlx/ml/model"
+
+	"github.com/segsam/segsam/checkpoint"
+	"github.com/segsam/segsam/internal/engine"
+	"github.com/segsam/segsam/sam"
+	"github.com/segsam/segsam/textembed"
+)
+
+// textEmbeddingsPath is the variable holding f_t (not trained).
+const textEmbeddingsPath = "/text_enhancer/text_embeddings"
+
+// Model is a SEG-SAM model: its configuration and its weights, kept in the
+// store of the SAM it extends (same key paths: SAM's weights load as they are).
+type Model struct {
+	Config Config
+	// SAM runs the image encoder and holds the store and backend.
+	SAM *sam.Model
+
+	mu    sync.Mutex
+	infer *model.Exec
+}
+
+// New returns a SEG-SAM model with no weights: every variable is initialised
+// on first use, from the store's random generator (seed it with Seed).
+func New(cfg Config, backend compute.Backend) (*Model, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("segsam config: %w", err)
+	}
+	if backend == nil {
+		var err error
+		if backend, err = engine.Backend(); err != nil {
+			return nil, err
+		}
+	}
+	s, err := sam.NewModel(cfg.SAM, backend)
+	if err != nil {
+		return nil, err
+	}
+	return &Model{Config: cfg, SAM: s}, nil
+}
+
+// Seed seeds the random generator that initialises new variables.
+func (m *Model) Seed(seed int64) error { return m.SAM.Store.SetRNGStateFromSeed(seed) }
+
+// SetTextEmbeddings stores the class-description embeddings f_t used by T2VSE.
+// Their classes must be the model's vocabulary, in order.
+func (m *Model) SetTextEmbeddings(set textembed.Set) error {
+	if err := set.Validate(); err != nil {
+		return err
+	}
+	if !slices.Equal(set.Classes, m.Config.Classes) {
+		return fmt.Errorf("text embeddings are for classes %v, the model's vocabulary is %v", set.Classes, m.Config.Classes)
+	}
+	if set.Dim() != m.Config.TextDim {
+		return fmt.Errorf("text embeddings have dimension %d, the model expects %d", set.Dim(), m.Config.TextDim)
+	}
+	v, err := m.SAM.Store.CreateVariable(textEmbeddingsPath, tensors.FromFlatDataAndDimensions(set.Matrix(), len(set.Classes), set.Dim()))
+	if err != nil {
+		return err
+	}
+	v.SetTrainable(false)
+	return nil
+}
+
+// ExpectedVariables lists every weight of the configuration (state_dict-style
+// key -> shape): SAM's and the new parts'.
+func ExpectedVariables(cfg Config) (vars map[string][]int, err error) {
+	samVars, err := sam.ExpectedVariables(cfg.SAM)
+	if err != nil {
+		return nil, err
+	}
+	backend, err := engine.New("")
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("building SEG-SAM symbolically: %v", r)
+		}
+	}()
+	store := model.NewStore()
+	g := NewGraph(backend, "expected_variables")
+	defer g.Finalize()
+	c, grid := cfg.SAM.PromptEncoder.EmbedDim, cfg.SAM.TokenGrid()
+	emb := Parameter(g, "emb", shapes.Make(dtypes.Float32, 1, c, grid, grid))
+	coords := Parameter(g, "coords", shapes.Make(dtypes.Float32, 1, 2, 2))
+	labels := Parameter(g, "labels", shapes.Make(dtypes.Int32, 1, 2))
+	Forward(store.RootScope(), cfg, emb, coords, labels)
+	for v := range store.IterVariables() {
+		samVars[sam.PathToKey(v.Path())] = v.Shape().Dimensions
+	}
+	return samVars, nil
+}
+
+// Tensors returns the model's weights (state_dict-style names, sorted),
+// without the optimizer's state.
+func (m *Model) Tensors() ([]*checkpoint.Tensor, error) {
+	expected, err := ExpectedVariables(m.Config)
+	if err != nil {
+		return nil, err
+	}
+	var out []*checkpoint.Tensor
+	for _, name := range sam.VariableNames(expected) {
+		v := m.SAM.Store.GetVariable(sam.KeyToPath(name))
+		if v == nil || !v.HasValue() {
+			return nil, fmt.Errorf("weight %s has no value (the model never ran)", name)
+		}
+		t, err := v.Value()
+		if err != nil {
+			return nil, err
+		}
+		data, err := tensors.CopyFlatData[float32](t)
+		if err != nil {
+			return nil, fmt.Errorf("weight %s: %w", name, err)
+		}
+		out = append(out, &checkpoint.Tensor{Name: name, Shape: t.Shape().Dimensions, DType: "float32", Data: data})
+	}
+	return out, nil
+}
+
+// SetWeights stores a state dict. With partial set, only SAM's part of a
+// SEG-SAM model must be present (an official SAM / SAM-Med2D checkpoint used
+// as initialisation); otherwise every weight must be there. Either way an
+// unexpected or mis-shaped tensor is an error.
+func (m *Model) SetWeights(sd *checkpoint.StateDict, partial bool) error {
+	expected, err := ExpectedVariables(m.Config)
+	if err != nil {
+		return err
+	}
+	if partial {
+		samOnly, err := sam.ExpectedVariables(m.Config.SAM)
+		if err != nil {
+			return err
+		}
+		if err := sd.Match(samOnly); err != nil {
+			return fmt.Errorf("initial weights do not fit the SAM part (%s): %w", m.Config.SAM.Name, err)
+		}
+	} else if err := sd.Match(expected); err != nil {
+		return fmt.Errorf("checkpoint does not fit the SEG-SAM configuration: %w", err)
+	}
+	for _, t := range sd.Tensors {
+		v, err := m.SAM.Store.CreateVariable(sam.KeyToPath(t.Name), tensors.FromFlatDataAndDimensions(t.Data, t.Shape...))
+		if err != nil {
+			return fmt.Errorf("set %s: %w", t.Name, err)
+		}
+		if sam.KeyToPath(t.Name) == textEmbeddingsPath {
+			v.SetTrainable(false)
+		}
+	}
+	return nil
+}
+
+// InferInputs are one batch of prompts on image embeddings.
+type InferInputs struct {
+	Embedding *tensors.Tensor // [1 or B, C, g, g]
+	Coords    *tensors.Tensor // [B, N, 2] model-input frame
+	Labels    *tensors.Tensor // [B, N] int32
+}
+
+// InferOutputs are the forward pass's results as tensors.
+type InferOutputs struct {
+	Binary, IoU *tensors.Tensor // [B, M, 4g, 4g], [B, M]
+	// Semantic [B, 4g, 4g], ClassLogits [B, K], Presence [B, K]: nil when the
+	// model lacks the part.
+	Semantic, ClassLogits, Presence *tensors.Tensor
+}
+
+// Infer runs Forward for inference.
+func (m *Model) Infer(in InferInputs) (InferOutputs, error) {
+	m.mu.Lock()
+	if m.infer == nil {
+		cfg := m.Config
+		exec, err := model.NewExec(m.SAM.Backend, m.SAM.Store, func(scope *model.Scope, emb, coords, labels *Node) []*Node {
+			out := Forward(scope, cfg, emb, coords, labels)
+			outs := []*Node{out.Binary, out.IoU}
+			if cfg.Parts.SemanticDecoder {
+				outs = append(outs, out.Semantic.Mask)
+			}
+			if out.ClassLogits != nil {
+				outs = append(outs, out.ClassLogits)
+			}
+			if cfg.Parts.COTokens {
+				outs = append(outs, out.Semantic.Presence)
+			}
+			return outs
+		})
+		if err != nil {
+			m.mu.Unlock()
+			return InferOutputs{}, fmt.Errorf("segsam decoders: %w", err)
+		}
+		m.infer = exec
+	}
+	exec := m.infer
+	m.mu.Unlock()
+	outs, err := exec.Call(in.Embedding, in.Coords, in.Labels)
+	if err != nil {
+		return InferOutputs{}, fmt.Errorf("segsam decoders: %w", err)
+	}
+	res := InferOutputs{Binary: outs[0], IoU: outs[1]}
+	rest := outs[2:]
+	if m.Config.Parts.SemanticDecoder {
+		res.Semantic, rest = rest[0], rest[1:]
+	}
+	if m.Config.HasClasses() {
+		res.ClassLogits, rest = rest[0], rest[1:]
+	}
+	if m.Config.Parts.COTokens {
+		res.Presence = rest[0]
+	}
+	return res, nil
+}
+
+// Describe is a one-line summary of the model.
+func (m *Model) Describe() string {
+	var parts []string
+	p := m.Config.Parts
+	for _, x := range []struct {
+		on   bool
+		name string
+	}{{p.ClassToken, "class token"}, {p.SemanticDecoder, "Dec_saw"}, {p.COTokens, "CO tokens"}, {p.FullImageSemantic, "full-image semantic"}, {p.TextEnhancer, "T2VSE"}, {p.CMSA, "CMSA"}} {
+		if x.on {
+			parts = append(parts, x.name)
+		}
+	}
+	return fmt.Sprintf("SEG-SAM %s on %s (%d classes; %s)", m.Config.Variant, m.Config.SAM.Name, m.Config.NumClasses(), strings.Join(parts, ", "))
+}
+
+// Materialize gives every weight of the model a value: the ones not loaded
+// from a checkpoint are initialised (from the store's seeded generator), so
+// that the model can be saved whole even if a part (e.g. the mask-prompt
+// down-scaling, unused in training) never ran.
+func (m *Model) Materialize() error {
+	cfg := m.Config
+	s, c, grid := cfg.SAM.ImageEncoder.ImgSize, cfg.SAM.PromptEncoder.EmbedDim, cfg.SAM.TokenGrid()
+	exec, err := model.NewExec(m.SAM.Backend, m.SAM.Store, func(scope *model.Scope, image, mask *Node) *Node {
+		g := image.Graph()
+		scope.SetTraining(g, true)
+		emb := sam.ImageEncoder(scope.At("image_encoder"), cfg.SAM, image)
+		coords := Zeros(g, shapes.Make(dtypes.Float32, 1, 2, 2))
+		labels := Zeros(g, shapes.Make(dtypes.Int32, 1, 2))
+		out := Forward(scope, cfg, emb, coords, labels)
+		dense := sam.DensePromptEmbeddings(scope.At("prompt_encoder"), cfg.SAM, g, mask, 1)
+		return Add(ReduceAllSum(out.IoU), ReduceAllSum(dense))
+	})
+	if err != nil {
+		return err
+	}
+	_, err = exec.Call(tensors.FromFlatDataAndDimensions(make([]float32, 3*s*s), 1, 3, s, s),
+		tensors.FromFlatDataAndDimensions(make([]float32, 16*grid*grid), 1, 1, 4*grid, 4*grid))
+	_ = c
+	if err != nil {
+		return fmt.Errorf("initialise weights: %w", err)
+	}
+	return nil
+}

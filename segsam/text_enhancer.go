@@ -1,0 +1,51 @@
+package segsam
+
+import (
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/ml/model"
+
+	"github.com/segsam/segsam/sam"
+)
+
+// TextEnhancer is T2VSE, the text-to-vision semantic enhancement of eq. 9:
+// the class-description embeddings f_t (projected to the decoder width) and a
+// learnable text summary token t_text attend to each other; joined with the
+// prompt tokens t_p they cross-attend to the image embedding; the summary
+// token's output, through an MLP, becomes one more prompt token for Dec_sag.
+// Variables live under scope "text_enhancer"; the embeddings themselves are
+// the non-trainable variable text_enhancer.text_embeddings [K, D_text].
+//
+//	image: [B, C, g, g], imagePE: [1, C, g, g], sparse: [B, N, C] -> [B, 1, C]
+func TextEnhancer(scope *model.Scope, cfg Config, image, imagePE, sparse *Node) *Node {
+	g := image.Graph()
+	t := cfg.SAM.MaskDecoder.Transformer
+	c := cfg.SAM.PromptEncoder.EmbedDim
+	k := cfg.NumClasses()
+	b := image.Shape().Dim(0)
+
+	ft := sam.Param(scope, g, "text_embeddings", k, cfg.TextDim)       // [K, D_text]
+	ft = sam.Linear(scope.At("text_proj"), ft, c, true)                // [K, C]
+	summary := sam.Param(scope.At("summary_token"), g, "weight", 1, c) // [1, C]
+	x := InsertAxes(Concatenate([]*Node{ft, summary}, 0), 0)           // [1, K+1, C]
+	// SelfAttn([f_t, t_text]): the same for every prompt.
+	x = sam.LayerNorm(scope.At("norm1"), Add(x, sam.Attention(scope.At("self_attn"), x, x, x, t.NumHeads, 1)), sam.DecoderNormEps)
+	x = BroadcastToDims(x, b, k+1, c) // [B, K+1, C]
+	q := x
+	if sparse != nil {
+		q = Concatenate([]*Node{x, sparse}, 1) // [B, K+1+N, C]
+	}
+	keys, keyPE := flatten(image), flatten(imagePE)
+	keyPE = BroadcastToDims(keyPE, b, keyPE.Shape().Dim(1), c)
+	attn := sam.Attention(scope.At("cross_attn"), q, Add(keys, keyPE), keys, t.NumHeads, t.AttentionDownsampleRate)
+	q = sam.LayerNorm(scope.At("norm2"), Add(q, attn), sam.DecoderNormEps)
+	summaryOut := Slice(q, AxisRange(), AxisElem(k), AxisRange()) // [B, 1, C]
+	return sam.MLP(scope.At("mlp"), summaryOut, c, c, 2, false)   // [B, 1, C]
+}
+
+// flatten turns a BCHW map into tokens.
+//
+//	[B, C, h, w] -> [B, h*w, C]
+func flatten(x *Node) *Node {
+	d := x.Shape().Dimensions
+	return TransposeAllAxes(Reshape(x, d[0], d[1], d[2]*d[3]), 0, 2, 1)
+}

@@ -1,0 +1,255 @@
+// Package train trains SEG-SAM as the paper does (§3.3, §4.1), following
+// SAM-Med2D: 256×256 inputs, 5 objects per image per step, each prompted by
+// a jittered box or a random foreground point, frozen image encoder (its
+// embeddings computed once and cached on disk), Adam at 1e-4 halved at
+// epochs 5 and 10, 15 epochs, loss = eq. 11.
+package train
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/segsam/segsam/dataset"
+	"github.com/segsam/segsam/internal/progress"
+	"github.com/segsam/segsam/npy"
+	"github.com/segsam/segsam/sam"
+	"github.com/segsam/segsam/transform"
+)
+
+// MinMaskFraction is the paper's threshold: masks under 0.153% of the image
+// (100 pixels of 256×256) are dropped.
+const MinMaskFraction = 100.0 / (256 * 256)
+
+// object is one annotated object in the model-input frame.
+type object struct {
+	mask  []uint8 // [S*S] 0/1
+	class int     // index in the vocabulary
+	box   [4]int  // x0, y0, x1, y1 (inclusive) of the mask
+	fg    []int32 // indices of its foreground pixels
+}
+
+// sample is one image ready for training: its model input (or its cached
+// embedding) and its objects.
+type sample struct {
+	entry    *dataset.ImageEntry
+	input    *tensors.Tensor // [1, 3, S, S] (only when the encoder is trained)
+	emb      []float32       // [C*g*g] cached embedding (frozen encoder)
+	objects  []object
+	presence []float32 // [K] 1 for each class annotated in the image
+}
+
+// toModelFrame maps a mask of the original image into the model-input frame
+// with the family's geometry: SAM-Med2D stretches to S×S with OpenCV's
+// nearest rule; SAM resizes the long side to S (nearest) and pads.
+func toModelFrame(mask []uint8, h, w, s int, family sam.Family) ([]uint8, error) {
+	if family == sam.FamilySAMMed2D {
+		return transform.ResizeNearestCV2(mask, h, w, 1, s, s)
+	}
+	nh, nw := transform.PreprocessShape(h, w, s)
+	small, err := transform.ResizeNearestCV2(mask, h, w, 1, nh, nw)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]uint8, s*s)
+	for y := 0; y < nh; y++ {
+		copy(out[y*s:y*s+nw], small[y*nw:(y+1)*nw])
+	}
+	return out, nil
+}
+
+// newObject builds an object from a model-frame mask; ok is false for a mask
+// under MinMaskFraction of the frame.
+func newObject(mask []uint8, s, class int) (object, bool) {
+	o := object{mask: mask, class: class, box: [4]int{s, s, -1, -1}}
+	for i, v := range mask {
+		if v == 0 {
+			continue
+		}
+		x, y := i%s, i/s
+		o.fg = append(o.fg, int32(i))
+		o.box[0], o.box[1] = min(o.box[0], x), min(o.box[1], y)
+		o.box[2], o.box[3] = max(o.box[2], x), max(o.box[3], y)
+	}
+	return o, float64(len(o.fg)) >= MinMaskFraction*float64(s*s)
+}
+
+// loadSamples reads every image of ds with its masks, in the model frame.
+// With cache set, the frozen encoder's embedding of each image is computed
+// once and kept on disk under a key of the image's bytes and the encoder's
+// weights.
+func loadSamples(ctx context.Context, ds *dataset.Dataset, m *sam.Model, classes map[string]int, enc *encoderCache, log io.Writer) ([]*sample, error) {
+	s := m.Config.ImageEncoder.ImgSize
+	bar := progress.New(log, len(ds.Images), "prepare "+filepath.Base(ds.Dir))
+	defer bar.Done()
+	var out []*sample
+	for _, e := range ds.Images {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		img, err := transform.ReadImage(e.ImagePath())
+		if err != nil {
+			return nil, fmt.Errorf("image %s: %w", e.Path, err)
+		}
+		sm := &sample{entry: e, presence: make([]float32, len(classes))}
+		for i, me := range e.Masks {
+			k, ok := classes[me.Class]
+			if !ok {
+				return nil, fmt.Errorf("image %s: class %q is not in the model's vocabulary", e.Path, me.Class)
+			}
+			bits, err := e.LoadMaskBits(i)
+			if err != nil {
+				return nil, err
+			}
+			if len(bits) != img.H*img.W {
+				return nil, fmt.Errorf("mask %s is %d pixels, its image %dx%d", me.Path, len(bits), img.W, img.H)
+			}
+			raw := make([]uint8, len(bits))
+			for j, b := range bits {
+				if b {
+					raw[j] = 1
+				}
+			}
+			frame, err := toModelFrame(raw, img.H, img.W, s, m.Config.Family)
+			if err != nil {
+				return nil, err
+			}
+			sm.presence[k] = 1
+			if o, ok := newObject(frame, s, k); ok {
+				sm.objects = append(sm.objects, o)
+			}
+		}
+		if len(sm.objects) == 0 {
+			bar.Add(1)
+			continue // every mask too small at the model's resolution
+		}
+		input, _, _, err := m.Preprocess(img)
+		if err != nil {
+			return nil, fmt.Errorf("image %s: %w", e.Path, err)
+		}
+		if enc != nil {
+			if sm.emb, err = enc.embedding(e.ImagePath(), input); err != nil {
+				return nil, fmt.Errorf("image %s: %w", e.Path, err)
+			}
+		} else {
+			sm.input = input
+		}
+		out = append(out, sm)
+		bar.Add(1)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("dataset %s has no usable object (images with masks of at least %.3f%% of the image)", ds.Dir, 100*MinMaskFraction)
+	}
+	return out, nil
+}
+
+// encoderCache computes image embeddings with a frozen encoder, keeping them
+// on disk under dir/<sha256(encoder weights, family, size, image bytes)>.npy.
+type encoderCache struct {
+	m      *sam.Model
+	dir    string
+	key    string // fingerprint of the encoder
+	hits   int
+	misses int
+}
+
+func newEncoderCache(m *sam.Model, dir string) (*encoderCache, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	// Run the encoder once so that its variables exist (a fresh encoder is
+	// initialised on first use), then fingerprint its weights.
+	s := m.Config.ImageEncoder.ImgSize
+	if _, err := m.Encode(tensors.FromFlatDataAndDimensions(make([]float32, 3*s*s), 1, 3, s, s)); err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s|%d|", m.Config.Family, s)
+	for v := range m.Store.IterVariables() {
+		if len(v.Path()) < 15 || v.Path()[:15] != "/image_encoder/" {
+			continue
+		}
+		t, err := v.Value()
+		if err != nil {
+			return nil, err
+		}
+		data, err := tensors.CopyFlatData[float32](t)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(h, "%s%v", v.Path(), t.Shape().Dimensions)
+		buf := make([]byte, 4*len(data))
+		for i, f := range data {
+			u := math.Float32bits(f)
+			buf[4*i], buf[4*i+1], buf[4*i+2], buf[4*i+3] = byte(u), byte(u>>8), byte(u>>16), byte(u>>24)
+		}
+		h.Write(buf)
+	}
+	return &encoderCache{m: m, dir: dir, key: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+func (c *encoderCache) embedding(imagePath string, input *tensors.Tensor) ([]float32, error) {
+	data, err := os.ReadFile(imagePath)
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	h.Write([]byte(c.key))
+	h.Write(data)
+	path := filepath.Join(c.dir, hex.EncodeToString(h.Sum(nil))[:32]+".npy")
+	if a, err := npy.Read(path); err == nil {
+		c.hits++
+		return a.Float32(), nil
+	}
+	c.misses++
+	emb, err := c.m.Encode(input)
+	if err != nil {
+		return nil, err
+	}
+	flat, err := tensors.CopyFlatData[float32](emb)
+	if err != nil {
+		return nil, err
+	}
+	tmp := path + ".tmp"
+	if err := npy.Write(tmp, emb.Shape().Dimensions, flat); err != nil {
+		return nil, err
+	}
+	return flat, os.Rename(tmp, path)
+}
+
+// prompt is one object's prompt in the model frame: a box (two corners) or a
+// point plus SAM's padding point; both are two prompt tokens.
+type prompt struct {
+	coords [4]float32
+	labels [2]int32
+	point  bool
+}
+
+// boxPrompt is the object's box with SAM-Med2D's jitter: each coordinate
+// moves by up to min(5 px, 10% of the box's shorter side).
+func boxPrompt(o object, s int, rng *rand.Rand) prompt {
+	b := o.box
+	side := min(b[2]-b[0]+1, b[3]-b[1]+1)
+	maxNoise := min(5, side/10)
+	jit := func(v int) float32 {
+		if maxNoise > 0 {
+			v += rng.IntN(2*maxNoise+1) - maxNoise
+		}
+		return float32(min(max(v, 0), s-1))
+	}
+	return prompt{coords: [4]float32{jit(b[0]), jit(b[1]), jit(b[2]), jit(b[3])}, labels: [2]int32{sam.LabelBoxTopLeft, sam.LabelBoxBotRight}}
+}
+
+// pointPrompt is one uniformly random foreground pixel.
+func pointPrompt(o object, s int, rng *rand.Rand) prompt {
+	i := int(o.fg[rng.IntN(len(o.fg))])
+	return prompt{coords: [4]float32{float32(i % s), float32(i / s), 0, 0}, labels: [2]int32{sam.LabelPositive, sam.LabelPadding}, point: true}
+}
