@@ -6,10 +6,14 @@ export GOEXPERIMENT := simd
 GO ?= go
 BIN := bin/segsam
 
-.PHONY: build test vet bench fmt clean
+.PHONY: build demo test vet bench fmt clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/segsam
+
+# The README's first command: the built-in model on the bundled example.
+demo: build
+	$(BIN) demo --out segsam-demo
 
 # The README's test command.
 test: vet

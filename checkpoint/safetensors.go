@@ -42,7 +42,7 @@ type safetensorsEntry struct {
 // N, N bytes of JSON header {name: {dtype, shape, data_offsets}, optional
 // "__metadata__": {str: str}}, then the data; offsets are relative to the
 // end of the header.
-func loadSafetensors(f *os.File, size int64) (*StateDict, error) {
+func loadSafetensors(f io.ReaderAt, size int64) (*StateDict, error) {
 	var lenBuf [8]byte
 	if _, err := f.ReadAt(lenBuf[:], 0); err != nil {
 		return nil, fmt.Errorf("%w: safetensors header length: %v", ErrCorrupt, err)
@@ -100,6 +100,15 @@ func loadSafetensors(f *os.File, size int64) (*StateDict, error) {
 		sd.Tensors = append(sd.Tensors, t)
 	}
 	return sd, nil
+}
+
+// ParseSafetensors decodes a safetensors file held in memory (e.g. a model
+// embedded in the binary).
+func ParseSafetensors(data []byte) (*StateDict, error) {
+	if !isSafetensors(data) {
+		return nil, fmt.Errorf("%w: not a safetensors file", ErrNotCheckpoint)
+	}
+	return loadSafetensors(bytes.NewReader(data), int64(len(data)))
 }
 
 // parseSafetensorsHeader decodes the JSON header, keeping the tensors in

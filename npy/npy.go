@@ -144,10 +144,18 @@ func Decode(r io.Reader) (*Array, error) {
 		}
 		n *= d
 	}
-	a.data = make([]byte, n*size)
-	if _, err := io.ReadFull(r, a.data); err != nil {
-		return nil, fmt.Errorf("npy: reading %d bytes of data for shape %v: %w", n*size, a.Shape, err)
+	// Read through a growing buffer rather than allocating n*size bytes up
+	// front, so that a corrupt header on a short file costs no more memory
+	// than the file holds.
+	var buf bytes.Buffer
+	got, err := io.CopyN(&buf, r, int64(n*size))
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("npy: reading %d bytes of data for shape %v (got %d): %w", n*size, a.Shape, got, err)
 	}
+	a.data = buf.Bytes()
 	return a, nil
 }
 

@@ -148,9 +148,13 @@ func conv2d(scope *model.Scope, x *Node, out, k, stride, pad int, bias bool) *No
 	case k == 1 && stride == 1 && pad == 0:
 		y = Einsum("bhwc,oc->bhwo", x, Reshape(weight, out, c))
 	case k == stride && pad == 0 && h%k == 0 && w%k == 0:
-		// Non-overlapping patches: a reshape gives every patch.
-		p := Reshape(x, b, h/k, k, w/k, k, c)      // [B, h', kh, w', kw, C]
-		y = Einsum("bipjqc,ocpq->bijo", p, weight) // [B, h', w', out]
+		// Non-overlapping patches: a reshape gives every patch. The products
+		// contract one flattened axis (GoMLX v0.28's gradient of a DotGeneral
+		// with several contracting axes in different orders has the wrong shape).
+		p := Reshape(x, b, h/k, k, w/k, k, c)                       // [B, h', kh, w', kw, C]
+		p = TransposeAllAxes(p, 0, 1, 3, 5, 2, 4)                   // [B, h', w', C, kh, kw]
+		p = Reshape(p, b, h/k, w/k, c*k*k)                          // [B, h', w', C*kh*kw]
+		y = Einsum("bhwk,ok->bhwo", p, Reshape(weight, out, c*k*k)) // [B, h', w', out]
 	default:
 		if pad > 0 {
 			x = Pad(x, ScalarZero(g, x.DType()), PadAxis{}, PadAxis{Start: pad, End: pad}, PadAxis{Start: pad, End: pad}, PadAxis{})
@@ -166,9 +170,9 @@ func conv2d(scope *model.Scope, x *Node, out, k, stride, pad int, bias bool) *No
 					AxisRange()))
 			}
 		}
-		cols := Stack(patches, 3)                                          // [B, oh, ow, kh*kw, C]
-		kern := Reshape(TransposeAllAxes(weight, 0, 2, 3, 1), out, k*k, c) // [out, kh*kw, C]
-		y = Einsum("bhwkc,okc->bhwo", cols, kern)
+		cols := Reshape(Stack(patches, 3), b, oh, ow, k*k*c)              // [B, oh, ow, kh*kw*C]
+		kern := Reshape(TransposeAllAxes(weight, 0, 2, 3, 1), out, k*k*c) // [out, kh*kw*C]
+		y = Einsum("bhwk,ok->bhwo", cols, kern)
 	}
 	if bias {
 		y = Add(y, ExpandLeftToRank(Param(scope, g, "bias", out), 4))

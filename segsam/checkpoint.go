@@ -87,3 +87,5 @@ func FromStateDict(sd *checkpoint.StateDict, backend compute.Backend) (*Model, e
 	}
 	return m, nil
 }
+
+func loadStateDict(path string) (*checkpoint.StateDict, error) { return checkpoint.Load(path) }

@@ -93,7 +93,6 @@ func upsample(x *Node, s int) *Node {
 // each class (CO tokens). Baseline_sem adds the cross-entropy of Dec_sag's
 // class token; SAWD_sem the BCE + dice of its full-image class masks.
 func Loss(cfg Config, out Outputs, t Targets) LossTerms {
-	g := out.Binary.Graph()
 	w := cfg.Loss
 	s := cfg.SAM.ImageEncoder.ImgSize
 	m := cfg.SAM.NumMaskTokens()
@@ -154,6 +153,5 @@ func Loss(cfg Config, out Outputs, t Targets) LossTerms {
 		total = Add(total, MulScalar(l.Semantic, w.Semantic))
 	}
 	l.Total = total
-	_ = g
 	return l
 }

@@ -24,13 +24,14 @@ type Outputs struct {
 // Dec_sag and Dec_saw. The image encoder is not part of it: embeddings are
 // computed (and, when it is frozen, cached) separately.
 //
-//	emb: [B, C, g, g] (or [1, C, g, g] shared), coords: [B, N, 2], labels: [B, N]
-func Forward(scope *model.Scope, cfg Config, emb, coords, labels *Node) Outputs {
+//	emb: [B, C, g, g] (or [1, C, g, g] shared), coords: [B, N, 2], labels: [B, N],
+//	mask: optional low-res mask prompt [B, 1, 4g, 4g] (nil: none)
+func Forward(scope *model.Scope, cfg Config, emb, coords, labels, mask *Node) Outputs {
 	g := emb.Graph()
 	b := coords.Shape().Dim(0)
 	pe := scope.At("prompt_encoder")
 	sparse := sam.SparsePromptEmbeddings(pe, cfg.SAM, coords, labels) // t_p [B, N, C]
-	dense := sam.DensePromptEmbeddings(pe, cfg.SAM, g, nil, b)        // [B, C, g, g]
+	dense := sam.DensePromptEmbeddings(pe, cfg.SAM, g, mask, b)       // [B, C, g, g]
 	imagePE := sam.DensePositionalEncoding(pe, cfg.SAM, g)            // [1, C, g, g]
 	image := emb
 	if image.Shape().Dim(0) != b {

@@ -30,7 +30,7 @@ type Model struct {
 	SAM *sam.Model
 
 	mu    sync.Mutex
-	infer *model.Exec
+	infer map[bool]*model.Exec // with / without a mask prompt
 }
 
 // New returns a SEG-SAM model with no weights: every variable is initialised
@@ -98,7 +98,7 @@ func ExpectedVariables(cfg Config) (vars map[string][]int, err error) {
 	emb := Parameter(g, "emb", shapes.Make(dtypes.Float32, 1, c, grid, grid))
 	coords := Parameter(g, "coords", shapes.Make(dtypes.Float32, 1, 2, 2))
 	labels := Parameter(g, "labels", shapes.Make(dtypes.Int32, 1, 2))
-	Forward(store.RootScope(), cfg, emb, coords, labels)
+	Forward(store.RootScope(), cfg, emb, coords, labels, nil)
 	for v := range store.IterVariables() {
 		samVars[sam.PathToKey(v.Path())] = v.Shape().Dimensions
 	}
@@ -163,13 +163,6 @@ func (m *Model) SetWeights(sd *checkpoint.StateDict, partial bool) error {
 	return nil
 }
 
-// InferInputs are one batch of prompts on image embeddings.
-type InferInputs struct {
-	Embedding *tensors.Tensor // [1 or B, C, g, g]
-	Coords    *tensors.Tensor // [B, N, 2] model-input frame
-	Labels    *tensors.Tensor // [B, N] int32
-}
-
 // InferOutputs are the forward pass's results as tensors.
 type InferOutputs struct {
 	Binary, IoU *tensors.Tensor // [B, M, 4g, 4g], [B, M]
@@ -178,13 +171,27 @@ type InferOutputs struct {
 	Semantic, ClassLogits, Presence *tensors.Tensor
 }
 
-// Infer runs Forward for inference.
-func (m *Model) Infer(in InferInputs) (InferOutputs, error) {
+// Infer runs Forward for inference on prompts already in the model-input
+// frame (see sam.Predictor.DecoderInputs).
+func (m *Model) Infer(in sam.DecoderInputs) (InferOutputs, error) {
+	if in.Coords == nil {
+		return InferOutputs{}, fmt.Errorf("segsam decoders: a point or box prompt is needed (a mask alone is not enough)")
+	}
+	withMask := in.Mask != nil
 	m.mu.Lock()
 	if m.infer == nil {
+		m.infer = map[bool]*model.Exec{}
+	}
+	exec := m.infer[withMask]
+	if exec == nil {
 		cfg := m.Config
-		exec, err := model.NewExec(m.SAM.Backend, m.SAM.Store, func(scope *model.Scope, emb, coords, labels *Node) []*Node {
-			out := Forward(scope, cfg, emb, coords, labels)
+		var err error
+		exec, err = model.NewExec(m.SAM.Backend, m.SAM.Store, func(scope *model.Scope, in []*Node) []*Node {
+			var mask *Node
+			if withMask {
+				mask = in[3]
+			}
+			out := Forward(scope, cfg, in[0], in[1], in[2], mask)
 			outs := []*Node{out.Binary, out.IoU}
 			if cfg.Parts.SemanticDecoder {
 				outs = append(outs, out.Semantic.Mask)
@@ -201,11 +208,14 @@ func (m *Model) Infer(in InferInputs) (InferOutputs, error) {
 			m.mu.Unlock()
 			return InferOutputs{}, fmt.Errorf("segsam decoders: %w", err)
 		}
-		m.infer = exec
+		m.infer[withMask] = exec
 	}
-	exec := m.infer
 	m.mu.Unlock()
-	outs, err := exec.Call(in.Embedding, in.Coords, in.Labels)
+	args := []any{in.Embedding, in.Coords, in.Labels}
+	if withMask {
+		args = append(args, in.Mask)
+	}
+	outs, err := exec.Call(args...)
 	if err != nil {
 		return InferOutputs{}, fmt.Errorf("segsam decoders: %w", err)
 	}
@@ -251,7 +261,7 @@ func (m *Model) Materialize() error {
 		emb := sam.ImageEncoder(scope.At("image_encoder"), cfg.SAM, image)
 		coords := Zeros(g, shapes.Make(dtypes.Float32, 1, 2, 2))
 		labels := Zeros(g, shapes.Make(dtypes.Int32, 1, 2))
-		out := Forward(scope, cfg, emb, coords, labels)
+		out := Forward(scope, cfg, emb, coords, labels, nil)
 		dense := sam.DensePromptEmbeddings(scope.At("prompt_encoder"), cfg.SAM, g, mask, 1)
 		return Add(ReduceAllSum(out.IoU), ReduceAllSum(dense))
 	})

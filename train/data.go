@@ -7,11 +7,8 @@ package train
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
-	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -19,8 +16,8 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/segsam/segsam/dataset"
+	"github.com/segsam/segsam/internal/embcache"
 	"github.com/segsam/segsam/internal/progress"
-	"github.com/segsam/segsam/npy"
 	"github.com/segsam/segsam/sam"
 	"github.com/segsam/segsam/transform"
 )
@@ -86,7 +83,7 @@ func newObject(mask []uint8, s, class int) (object, bool) {
 // With cache set, the frozen encoder's embedding of each image is computed
 // once and kept on disk under a key of the image's bytes and the encoder's
 // weights.
-func loadSamples(ctx context.Context, ds *dataset.Dataset, m *sam.Model, classes map[string]int, enc *encoderCache, log io.Writer) ([]*sample, error) {
+func loadSamples(ctx context.Context, ds *dataset.Dataset, m *sam.Model, classes map[string]int, enc *embcache.Cache, log io.Writer) ([]*sample, error) {
 	s := m.Config.ImageEncoder.ImgSize
 	bar := progress.New(log, len(ds.Images), "prepare "+filepath.Base(ds.Dir))
 	defer bar.Done()
@@ -136,7 +133,7 @@ func loadSamples(ctx context.Context, ds *dataset.Dataset, m *sam.Model, classes
 			return nil, fmt.Errorf("image %s: %w", e.Path, err)
 		}
 		if enc != nil {
-			if sm.emb, err = enc.embedding(e.ImagePath(), input); err != nil {
+			if sm.emb, err = cachedEmbedding(enc, m, e.ImagePath(), input); err != nil {
 				return nil, fmt.Errorf("image %s: %w", e.Path, err)
 			}
 		} else {
@@ -151,78 +148,32 @@ func loadSamples(ctx context.Context, ds *dataset.Dataset, m *sam.Model, classes
 	return out, nil
 }
 
-// encoderCache computes image embeddings with a frozen encoder, keeping them
-// on disk under dir/<sha256(encoder weights, family, size, image bytes)>.npy.
-type encoderCache struct {
-	m      *sam.Model
-	dir    string
-	key    string // fingerprint of the encoder
-	hits   int
-	misses int
-}
-
-func newEncoderCache(m *sam.Model, dir string) (*encoderCache, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	// Run the encoder once so that its variables exist (a fresh encoder is
-	// initialised on first use), then fingerprint its weights.
+// newEncoderCache opens the embedding cache of m's frozen encoder, running
+// the encoder once first so that a fresh encoder has its weights.
+func newEncoderCache(m *sam.Model, dir string) (*embcache.Cache, error) {
 	s := m.Config.ImageEncoder.ImgSize
 	if _, err := m.Encode(tensors.FromFlatDataAndDimensions(make([]float32, 3*s*s), 1, 3, s, s)); err != nil {
 		return nil, err
 	}
-	h := sha256.New()
-	fmt.Fprintf(h, "%s|%d|", m.Config.Family, s)
-	for v := range m.Store.IterVariables() {
-		if len(v.Path()) < 15 || v.Path()[:15] != "/image_encoder/" {
-			continue
-		}
-		t, err := v.Value()
-		if err != nil {
-			return nil, err
-		}
-		data, err := tensors.CopyFlatData[float32](t)
-		if err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(h, "%s%v", v.Path(), t.Shape().Dimensions)
-		buf := make([]byte, 4*len(data))
-		for i, f := range data {
-			u := math.Float32bits(f)
-			buf[4*i], buf[4*i+1], buf[4*i+2], buf[4*i+3] = byte(u), byte(u>>8), byte(u>>16), byte(u>>24)
-		}
-		h.Write(buf)
-	}
-	return &encoderCache{m: m, dir: dir, key: hex.EncodeToString(h.Sum(nil))}, nil
+	return embcache.Open(dir, m)
 }
 
-func (c *encoderCache) embedding(imagePath string, input *tensors.Tensor) ([]float32, error) {
+// cachedEmbedding returns the embedding of an image through the cache.
+func cachedEmbedding(c *embcache.Cache, m *sam.Model, imagePath string, input *tensors.Tensor) ([]float32, error) {
 	data, err := os.ReadFile(imagePath)
 	if err != nil {
 		return nil, err
 	}
-	h := sha256.New()
-	h.Write([]byte(c.key))
-	h.Write(data)
-	path := filepath.Join(c.dir, hex.EncodeToString(h.Sum(nil))[:32]+".npy")
-	if a, err := npy.Read(path); err == nil {
-		c.hits++
-		return a.Float32(), nil
+	emb, ok := c.Get(data)
+	if !ok {
+		if emb, err = m.Encode(input); err != nil {
+			return nil, err
+		}
+		if err := c.Put(data, emb); err != nil {
+			return nil, err
+		}
 	}
-	c.misses++
-	emb, err := c.m.Encode(input)
-	if err != nil {
-		return nil, err
-	}
-	flat, err := tensors.CopyFlatData[float32](emb)
-	if err != nil {
-		return nil, err
-	}
-	tmp := path + ".tmp"
-	if err := npy.Write(tmp, emb.Shape().Dimensions, flat); err != nil {
-		return nil, err
-	}
-	return flat, os.Rename(tmp, path)
+	return tensors.CopyFlatData[float32](emb)
 }
 
 // prompt is one object's prompt in the model frame: a box (two corners) or a

@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
+	"math"
 
 	"os"
 	"path/filepath"
@@ -86,7 +87,7 @@ func writeHistory(dir string, hist []EpochStats) error {
 	return plotHistory(filepath.Join(dir, "loss.png"), hist)
 }
 
-// Series is a named line of a plot.
+// series is a named line of a plot.
 type series struct {
 	name   string
 	values []float64
@@ -102,7 +103,7 @@ func historySeries(hist []EpochStats) []series {
 			}
 			v, ok := m[name]
 			if !ok {
-				v = nanValue
+				v = math.NaN()
 			}
 			s.values = append(s.values, v)
 		}
@@ -115,5 +116,3 @@ func historySeries(hist []EpochStats) []series {
 	}
 	return []series{get("total", false), get("binary", false), get("semantic", false), get("total", true), get("dsc", true)}
 }
-
-var nanValue = func() float64 { var z float64; return z / z }()

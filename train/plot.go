@@ -5,13 +5,13 @@ import (
 	"image"
 	"image/color"
 	"image/draw"
-	"image/png"
 	"math"
-	"os"
 
 	"golang.org/x/image/font"
 	"golang.org/x/image/font/basicfont"
 	"golang.org/x/image/math/fixed"
+
+	"github.com/segsam/segsam/internal/render"
 )
 
 var palette = []color.RGBA{{31, 119, 180, 255}, {255, 127, 14, 255}, {44, 160, 44, 255}, {214, 39, 40, 255}, {148, 103, 189, 255}}
@@ -77,15 +77,7 @@ func plotHistory(path string, hist []EpochStats) error {
 		line(img, w-right+10, ly-4, w-right+30, ly-4, c)
 		label(img, w-right+36, ly, s.name, color.Black)
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := png.Encode(f, img); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return render.SavePNG(path, img)
 }
 
 func line(img *image.RGBA, x0, y0, x1, y1 int, c color.Color) {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/segsam/segsam/checkpoint"
 	"github.com/segsam/segsam/dataset"
+	"github.com/segsam/segsam/internal/embcache"
 	"github.com/segsam/segsam/internal/progress"
 	"github.com/segsam/segsam/sam"
 	"github.com/segsam/segsam/segsam"
@@ -201,7 +202,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	for i, c := range cfg.Classes {
 		vocab[c] = i
 	}
-	var cache *encoderCache
+	var cache *embcache.Cache
 	if opts.Encoder == EncoderFrozen {
 		if cache, err = newEncoderCache(m.SAM, opts.CacheDir); err != nil {
 			return nil, err
@@ -218,7 +219,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		}
 	}
 	if cache != nil {
-		fmt.Fprintf(log, "embedding cache %s: %d reused, %d computed\n", opts.CacheDir, cache.hits, cache.misses)
+		fmt.Fprintf(log, "embedding cache %s: %d reused, %d computed\n", opts.CacheDir, cache.Hits, cache.Misses)
 	}
 
 	tr, err := newTrainer(m, opts)
@@ -428,7 +429,7 @@ func newTrainer(m *segsam.Model, o Options) (*trainer, error) {
 				pickImg := OneHot(in[8], feats.Shape().Dim(0), dtypes.Float32)       // [B, I]
 				emb = Einsum("bi,ichw->bchw", pickImg, feats)
 			}
-			out := segsam.Forward(scope, cfg, emb, in[1], in[2])
+			out := segsam.Forward(scope, cfg, emb, in[1], in[2], nil)
 			// Freeze what must not train (before the optimizer collects the
 			// trainable variables): the encoder unless asked, the text
 			// embeddings and the positional-encoding buffer.
@@ -447,7 +448,7 @@ func newTrainer(m *segsam.Model, o Options) (*trainer, error) {
 				return []*Node{l.Vector(g)}
 			}
 			// Validation: per-object binary Dice (token 0) and class correctness.
-			return []*Node{l.Vector(g), objectDice(out, in[3], t.s), classCorrect(out, in[4])}
+			return []*Node{l.Vector(g), objectDice(out, in[3], in[6], t.s), classCorrect(out, in[4])}
 		}
 	}
 	var err error
@@ -616,12 +617,18 @@ func (t *trainer) validate(set []*sample, o Options) (map[string]float64, error)
 // upsampleLogits resizes [B, M, h, w] logits to S×S.
 func upsampleLogits(x *Node, s int) *Node { return Interpolate(x, -1, -1, s, s).Bilinear().Done() }
 
-// objectDice is the Dice of Dec_sag's token-0 mask (logit > 0 at S×S) with
-// the target, per object: [B].
-func objectDice(out segsam.Outputs, target *Node, s int) *Node {
-	logits := upsampleLogits(Slice(out.Binary, AxisRange(), AxisRange(0, 1)), s) // [B, 1, S, S]
-	pred := ConvertDType(GreaterThan(logits, ZerosLike(logits)), dtypes.Float32)
-	pred = Squeeze(pred, 1)
+// objectDice is the Dice of Dec_sag's mask (logit > 0 at S×S) with the
+// target, per object [B], choosing the mask as inference does: token 0 for
+// a box, the highest predicted IoU of the multimask tokens for a point.
+func objectDice(out segsam.Outputs, target, multimask *Node, s int) *Node {
+	m := out.Binary.Shape().Dim(1)
+	best := AddScalar(ArgMax(Slice(out.IoU, AxisRange(), AxisRange(1, m)), -1, dtypes.Int32), 1)
+	first := ZerosLike(best)
+	isMulti := GreaterThan(multimask, ZerosLike(multimask))
+	pick := OneHot(Where(isMulti, best, first), m, dtypes.Float32) // [B, M]
+	low := ReduceSum(Mul(out.Binary, InsertAxes(pick, -1, -1)), 1) // [B, 4g, 4g]
+	logits := upsampleLogits(InsertAxes(low, 1), s)                // [B, 1, S, S]
+	pred := Squeeze(ConvertDType(GreaterThan(logits, ZerosLike(logits)), dtypes.Float32), 1)
 	inter := ReduceSum(Mul(pred, target), 1, 2)
 	sum := Add(ReduceSum(pred, 1, 2), ReduceSum(target, 1, 2))
 	return Div(MulScalar(inter, 2), Max(sum, OnesLike(sum)))

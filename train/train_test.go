@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/segsam/segsam/dataset"
@@ -51,22 +52,146 @@ func hashedText(t *testing.T, classes []string) *textembed.Set {
 	return &set
 }
 
-func TestTrainSmoke(t *testing.T) {
+// TestLossFallsForEveryVariant trains each row of the paper's Table 4 for
+// three epochs on the small real subset (fixed seeds) and checks that the
+// mean training loss of the last epoch is below the first's.
+func TestLossFallsForEveryVariant(t *testing.T) {
+	ds := openSubset(t)
+	classes := ds.Classes()
+	for _, v := range segsam.VariantNames() {
+		t.Run(v, func(t *testing.T) {
+			cfg := tinyConfig(t, v, classes, 64)
+			var text *textembed.Set
+			if cfg.Parts.TextEnhancer {
+				text = hashedText(t, classes)
+			}
+			dir := t.TempDir()
+			res, err := Run(context.Background(), Options{
+				Train: ds, Val: ds, Model: cfg, Text: text, Out: dir,
+				Epochs: 3, LearningRate: 1e-3, Seed: 1,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, last := res.History[0].Train["total"], res.History[len(res.History)-1].Train["total"]
+			t.Logf("%s: train loss %.4f -> %.4f, val DSC %.3f", v, first, last, res.History[len(res.History)-1].Val["dsc"])
+			if !(last < first) {
+				t.Errorf("loss did not fall: %.4f -> %.4f", first, last)
+			}
+			for _, f := range []string{"checkpoint.safetensors", "history.csv", "loss.png", "state.json"} {
+				if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+					t.Error(err)
+				}
+			}
+			if _, err := segsam.Load(res.Checkpoint, nil); err != nil {
+				t.Errorf("the run's checkpoint does not load: %v", err)
+			}
+		})
+	}
+}
+
+// TestResumeMatchesUninterrupted stops a run after one epoch, resumes it for
+// a second, and compares the final weights with an uninterrupted two-epoch
+// run: they must be identical (tolerance 0: the sampling of each epoch
+// depends only on the seed and the epoch, and the optimizer state is saved).
+func TestResumeMatchesUninterrupted(t *testing.T) {
 	ds := openSubset(t)
 	classes := ds.Classes()
 	cfg := tinyConfig(t, "seg_sam", classes, 64)
-	dir := t.TempDir()
-	res, err := Run(context.Background(), Options{
-		Train: ds, Val: ds, Model: cfg, Text: hashedText(t, classes), Out: dir,
-		Epochs: 3, LearningRate: 1e-3, Seed: 1, Log: os.Stderr,
-	})
+	text := hashedText(t, classes)
+	opts := func(dir string, epochs int) Options {
+		return Options{Train: ds, Model: cfg, Text: text, Out: dir, Epochs: epochs, LearningRate: 1e-3, Seed: 3, CacheDir: filepath.Join(dir, "..", "cache")}
+	}
+	whole := filepath.Join(t.TempDir(), "whole")
+	if _, err := Run(context.Background(), opts(whole, 2)); err != nil {
+		t.Fatal(err)
+	}
+	parts := filepath.Join(t.TempDir(), "parts")
+	if _, err := Run(context.Background(), opts(parts, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(context.Background(), opts(parts, 2)); err != nil {
+		t.Fatal(err)
+	}
+	a, err := segsam.Load(filepath.Join(whole, "checkpoint.safetensors"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, h := range res.History {
-		t.Logf("epoch %d: %v / %v", h.Epoch, h.Train["total"], h.Val["dsc"])
+	b, err := segsam.Load(filepath.Join(parts, "checkpoint.safetensors"), nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "loss.png")); err != nil {
-		t.Error(err)
+	ta, _ := a.Tensors()
+	tb, _ := b.Tensors()
+	if len(ta) != len(tb) {
+		t.Fatalf("%d vs %d tensors", len(ta), len(tb))
+	}
+	for i := range ta {
+		for j := range ta[i].Data {
+			if ta[i].Data[j] != tb[i].Data[j] {
+				t.Fatalf("%s[%d]: %v uninterrupted, %v resumed", ta[i].Name, j, ta[i].Data[j], tb[i].Data[j])
+			}
+		}
+	}
+	// Resuming with other options is refused.
+	o := opts(parts, 3)
+	o.LearningRate = 5e-4
+	if _, err := Run(context.Background(), o); err == nil || !strings.Contains(err.Error(), "other options") {
+		t.Errorf("resume with another learning rate: %v", err)
+	}
+}
+
+// TestBadData checks the errors for unusable training data.
+func TestBadData(t *testing.T) {
+	ds := openSubset(t)
+	classes := ds.Classes()
+	// A vocabulary without one of the data's classes.
+	cfg := tinyConfig(t, "so", classes[1:], 0)
+	_, err := Run(context.Background(), Options{Train: ds, Model: cfg, Out: t.TempDir(), Epochs: 1})
+	if err == nil || !strings.Contains(err.Error(), "not in the model's vocabulary") {
+		t.Errorf("unknown class: %v", err)
+	}
+	// An empty dataset.
+	empty := ds.Subset(func(*dataset.ImageEntry) bool { return false })
+	if _, err := Run(context.Background(), Options{Train: empty, Model: tinyConfig(t, "so", classes, 0), Out: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Errorf("empty dataset: %v", err)
+	}
+	// T2VSE without text embeddings.
+	if _, err := Run(context.Background(), Options{Train: ds, Model: tinyConfig(t, "seg_sam", classes, 64), Out: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "text embeddings") {
+		t.Errorf("T2VSE without text: %v", err)
+	}
+	// A mask file that went missing after the set was opened.
+	dir := t.TempDir()
+	copyDir(t, subset, dir)
+	broken, err := dataset.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(broken.Images[0].MaskPath(0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(context.Background(), Options{Train: broken, Model: tinyConfig(t, "so", classes, 0), Out: t.TempDir()}); err == nil || !strings.Contains(err.Error(), filepath.Base(broken.Images[0].Masks[0].Path)) {
+		t.Errorf("missing mask: %v", err)
+	}
+}
+
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if info.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), data, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -19,8 +19,8 @@ func init() {
 	})
 }
 
-// modelSegmenter builds the Segmenter of a checkpoint for segsam eval; nil
-// in builds without model evaluation.
+// modelSegmenter builds the Segmenter of a checkpoint for segsam eval ("":
+// the built-in model); see evalmodel.go.
 var modelSegmenter func(checkpoint, arch string) (eval.Segmenter, error)
 
 // evalStdout receives the tables eval prints (tests replace it).
@@ -37,7 +37,8 @@ func runEval(args []string) error {
 	splitSeed := fs.Int64("split-seed", 1, "seed of the group split")
 	baseline := fs.String("baseline", "all", "trivial baselines added as rows: box, ellipse, all or none")
 	noBaselines := fs.Bool("no-baselines", false, "same as --baseline none")
-	checkpoint := fs.String("checkpoint", "", "model weights to evaluate (SEG-SAM, or SAM / SAM-Med2D: then DSC only)")
+	checkpoint := fs.String("checkpoint", "", "model weights to evaluate (SEG-SAM, or SAM / SAM-Med2D: then DSC only); default: the built-in model")
+	noModel := fs.Bool("no-model", false, "evaluate the baselines only (no model)")
 	arch := fs.String("arch", "", "architecture of --checkpoint (default: inferred)")
 	gallery := fs.Int("gallery", eval.DefaultGalleryN, "worst cases drawn per method and prompt (0: none)")
 	quiet := fs.Bool("quiet", false, "no progress bar")
@@ -63,10 +64,10 @@ func runEval(args []string) error {
 		*baseline = "none"
 	}
 	var segs []eval.Segmenter
-	if *checkpoint != "" {
-		if modelSegmenter == nil {
-			return fmt.Errorf("model evaluation is not available in this build (evaluate the baselines without --checkpoint)")
-		}
+	if *noModel && *checkpoint != "" {
+		return usageErrorf("--no-model and --checkpoint exclude each other")
+	}
+	if !*noModel {
 		s, err := modelSegmenter(*checkpoint, *arch)
 		if err != nil {
 			return fmt.Errorf("load model: %w", err)
@@ -85,7 +86,7 @@ func runEval(args []string) error {
 		return usageErrorf("--baseline %q: want box, ellipse, all or none", *baseline)
 	}
 	if len(segs) == 0 {
-		return usageErrorf("nothing to evaluate: give --checkpoint or keep the baselines")
+		return usageErrorf("nothing to evaluate: --no-model without baselines")
 	}
 
 	ds, err := dataset.Open(*data)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ const evalSubset = "../../testdata/dataset/demo_subset"
 // printed tables and the error output.
 func runEvalCLI(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
+	t.Setenv("SEGSAM_CACHE", t.TempDir()) // keep embeddings out of the user's cache
 	var out, errOut bytes.Buffer
 	oldOut, oldErr := evalStdout, stderr
 	evalStdout, stderr = &out, &errOut
@@ -40,7 +42,7 @@ func readResults(t *testing.T, dir string) eval.Results {
 
 func TestEvalBaselines(t *testing.T) {
 	out := t.TempDir()
-	code, tables, errs := runEvalCLI(t, "--data", evalSubset, "--prompt", "both", "--seed", "5", "--gallery", "2", "--out", out)
+	code, tables, errs := runEvalCLI(t, "--data", evalSubset, "--prompt", "both", "--seed", "5", "--gallery", "2", "--no-model", "--out", out)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
@@ -65,7 +67,7 @@ func TestEvalBaselines(t *testing.T) {
 
 	// Replaying the prompts with another seed gives the same results.
 	replayed := t.TempDir()
-	code, _, errs = runEvalCLI(t, "--data", evalSubset, "--prompts", filepath.Join(out, eval.PromptsFile), "--seed", "6", "--baseline", "ellipse", "--quiet", "--out", replayed)
+	code, _, errs = runEvalCLI(t, "--data", evalSubset, "--prompts", filepath.Join(out, eval.PromptsFile), "--seed", "6", "--baseline", "ellipse", "--no-model", "--quiet", "--out", replayed)
 	if code != 0 {
 		t.Fatalf("replay: exit %d: %s", code, errs)
 	}
@@ -110,25 +112,60 @@ func TestEvalErrors(t *testing.T) {
 		{"no prompt", []string{"--data", evalSubset, "--out", out}, 2, "--prompt"},
 		{"bad prompt", []string{"--data", evalSubset, "--prompt", "lasso", "--out", out}, 2, "want box, point or both"},
 		{"bad baseline", []string{"--data", evalSubset, "--prompt", "box", "--baseline", "star", "--out", out}, 2, "--baseline"},
-		{"nothing to evaluate", []string{"--data", evalSubset, "--prompt", "box", "--no-baselines", "--out", out}, 2, "nothing to evaluate"},
+		{"nothing to evaluate", []string{"--data", evalSubset, "--prompt", "box", "--no-baselines", "--no-model", "--out", out}, 2, "nothing to evaluate"},
+		{"no model and a checkpoint", []string{"--data", evalSubset, "--prompt", "box", "--no-model", "--checkpoint", "x.pth", "--out", out}, 2, "exclude each other"},
+		{"missing checkpoint", []string{"--data", evalSubset, "--prompt", "box", "--checkpoint", "x.pth", "--out", out}, 1, "x.pth"},
 		{"bad split", []string{"--data", evalSubset, "--prompt", "box", "--split", "test", "--out", out}, 2, "--split"},
 		{"bad fraction", []string{"--data", evalSubset, "--prompt", "box", "--val-fraction", "2", "--out", out}, 2, "--val-fraction"},
-		{"arch alone", []string{"--data", evalSubset, "--prompt", "box", "--arch", "vit_b", "--out", out}, 2, "--arch needs --checkpoint"},
+		{"arch alone", []string{"--data", evalSubset, "--prompt", "box", "--arch", "vit_b", "--out", out}, 2, "give --checkpoint too"},
 		{"missing data", []string{"--data", "nope", "--prompt", "box", "--out", out}, 1, "nope"},
 		{"stray argument", []string{"--data", evalSubset, "--prompt", "box", "--out", out, "extra"}, 2, "unexpected argument"},
-	}
-	if modelSegmenter == nil {
-		tests = append(tests, struct {
-			name    string
-			args    []string
-			code    int
-			wantErr string
-		}{"no model support", []string{"--data", evalSubset, "--prompt", "box", "--checkpoint", "x.pth", "--out", out}, 1, "not available in this build"})
 	}
 	for _, tt := range tests {
 		code, _, errs := runEvalCLI(t, tt.args...)
 		if code != tt.code || !strings.Contains(errs, tt.wantErr) {
 			t.Errorf("%s: exit %d, stderr %q; want %d and %q", tt.name, code, errs, tt.code, tt.wantErr)
 		}
+	}
+}
+
+// TestEvalModel evaluates the built-in SEG-SAM model end to end (binary and
+// semantic metrics) and checks that the summary's DSC and mDSC are the means
+// of the per-object results.
+func TestEvalModel(t *testing.T) {
+	out := t.TempDir()
+	code, tables, errs := runEvalCLI(t, "--data", evalSubset, "--prompt", "box", "--baseline", "none", "--quiet", "--out", out)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	res := readResults(t, out)
+	if len(res.Results) != 34 || len(res.Methods) != 1 {
+		t.Fatalf("%d results, %d methods", len(res.Results), len(res.Methods))
+	}
+	// Recompute DSC per modality and its average from the per-object results.
+	sums := map[string][2]float64{}
+	classes := 0
+	for _, r := range res.Results {
+		v := sums[r.Modality]
+		v[0] += r.DSC
+		v[1]++
+		sums[r.Modality] = v
+		if r.PredClass != "" {
+			classes++
+		}
+	}
+	if classes != len(res.Results) {
+		t.Errorf("%d of %d objects have a predicted class", classes, len(res.Results))
+	}
+	avg := 0.0
+	for _, v := range sums {
+		avg += v[0] / v[1]
+	}
+	avg /= float64(len(sums))
+	if want := fmt.Sprintf("%.2f", 100*avg); !strings.Contains(tables, want) {
+		t.Errorf("table lacks the average DSC %s recomputed from results.json:\n%s", want, tables)
+	}
+	if !strings.Contains(tables, "mDSC") {
+		t.Errorf("no semantic (mDSC) table for a model with classes:\n%s", tables)
 	}
 }

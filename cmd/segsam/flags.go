@@ -63,3 +63,5 @@ func (b *boxFlags) Set(s string) error {
 	*b = append(*b, sam.Box{v[0], v[1], v[2], v[3]})
 	return nil
 }
+
+func presetOK(name string) (sam.Config, error) { return sam.Preset(name) }

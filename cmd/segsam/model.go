@@ -1,14 +1,14 @@
 package main
 
 import (
-	"fmt"
-
-	"github.com/segsam/segsam/sam"
+	"github.com/segsam/segsam/models"
+	"github.com/segsam/segsam/segsam"
 )
 
-// modelFlags are the flags that choose a model: a checkpoint and its
-// architecture (a preset or a JSON config; inferred from the weights when
-// neither is given).
+// modelFlags are the flags that choose a model: a checkpoint (a segsam
+// checkpoint, or an official SAM / SAM-Med2D / MedSAM one) and, for the
+// latter, its architecture (a preset or a JSON config; inferred from the
+// weights when neither is given).
 type modelFlags struct {
 	checkpoint, arch, config string
 }
@@ -16,36 +16,36 @@ type modelFlags struct {
 func (f *modelFlags) register(fs interface {
 	StringVar(p *string, name, value, usage string)
 }) {
-	fs.StringVar(&f.checkpoint, "checkpoint", "", "model weights: .pth (torch.save, zip or legacy) or .safetensors")
-	fs.StringVar(&f.arch, "arch", "", "architecture preset: vit_b, vit_l, vit_h, sammed2d_vit_b (default: inferred from the weights)")
-	fs.StringVar(&f.config, "config", "", "architecture as a JSON config (the fixtures' config.json schema)")
+	fs.StringVar(&f.checkpoint, "checkpoint", "", "model: a segsam checkpoint (.safetensors), or SAM / SAM-Med2D weights (.pth, .safetensors); default: the built-in "+models.DefaultName)
+	fs.StringVar(&f.arch, "arch", "", "architecture of SAM weights: vit_b, vit_l, vit_h, sammed2d_vit_b (default: inferred from the weights)")
+	fs.StringVar(&f.config, "config", "", "architecture of SAM weights as a JSON config (the fixtures' config.json schema)")
 }
 
-// load builds the model the flags describe.
-func (f *modelFlags) load() (*sam.Model, error) {
-	if f.checkpoint == "" {
-		return nil, usageErrorf("--checkpoint is required")
-	}
+// load builds the predictor the flags describe.
+func (f *modelFlags) load() (*segsam.Predictor, error) {
 	if f.arch != "" && f.config != "" {
 		return nil, usageErrorf("give --arch or --config, not both")
 	}
-	var cfg sam.Config
-	var err error
-	switch {
-	case f.arch != "":
-		if cfg, err = sam.Preset(f.arch); err != nil {
-			return nil, usageErrorf("%v", err)
+	return loadPredictor(f.checkpoint, f.arch, f.config)
+}
+
+// loadPredictor loads a checkpoint for prediction; an unknown architecture
+// name is a usage error.
+func loadPredictor(checkpoint, arch, config string) (*segsam.Predictor, error) {
+	if checkpoint == "" {
+		if arch != "" || config != "" {
+			return nil, usageErrorf("--arch and --config describe the weights of --checkpoint; give --checkpoint too")
 		}
-	case f.config != "":
-		if cfg, err = sam.LoadConfig(f.config); err != nil {
+		m, err := models.Default(nil)
+		if err != nil {
 			return nil, err
 		}
-	default:
-		m, err := sam.LoadInferred(f.checkpoint, nil)
-		if err != nil {
-			return nil, fmt.Errorf("%w (give --arch or --config if the architecture cannot be inferred)", err)
-		}
-		return m, nil
+		return segsam.NewPredictor(m), nil
 	}
-	return sam.Load(f.checkpoint, cfg, nil)
+	if arch != "" {
+		if _, err := presetOK(arch); err != nil {
+			return nil, usageErrorf("%v", err)
+		}
+	}
+	return segsam.LoadAny(checkpoint, arch, config)
 }

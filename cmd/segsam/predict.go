@@ -13,7 +13,7 @@ import (
 
 	"github.com/segsam/segsam/npy"
 	"github.com/segsam/segsam/sam"
-	"github.com/segsam/segsam/transform"
+	"github.com/segsam/segsam/segsam"
 )
 
 func init() {
@@ -45,6 +45,20 @@ type predictResult struct {
 	Multimask  bool        `json:"multimask"`
 	BinaryRule string      `json:"binary_rule"`
 	NPYLayout  string      `json:"npy_layout"`
+	// SEG-SAM checkpoints only: per prompt, the object's class and its
+	// confidence; the semantic masks; the class presence scores (in the
+	// order of classes).
+	Objects       []objectClass `json:"objects,omitempty"`
+	SemanticFiles []string      `json:"semantic_mask_files,omitempty"`
+	Classes       []string      `json:"classes,omitempty"`
+	Presence      [][]float32   `json:"presence_scores,omitempty"`
+	Slice         string        `json:"slice,omitempty"`
+}
+
+// objectClass is a prompted object's predicted class.
+type objectClass struct {
+	Class      string  `json:"class"`
+	Confidence float32 `json:"confidence"`
 }
 
 type timings struct {
@@ -62,7 +76,9 @@ func runPredict(args []string) error {
 	mf.register(fs)
 	var points pointFlags
 	var boxes boxFlags
-	imagePath := fs.String("image", "", "input image: PNG, JPEG or .npy (H×W×3 uint8)")
+	imagePath := fs.String("image", "", "input image: PNG, JPEG, .npy (H×W×3 uint8), or a volume (NIfTI .nii/.nii.gz, DICOM folder) with --slice")
+	slice := fs.String("slice", "", "for a volume: the slice to segment, AXIS:INDEX (axial, coronal, sagittal)")
+	window := fs.String("window", "auto", "for a volume: intensity window: soft, lung, bone, brain, L,W, pLO,HI or auto")
 	fs.Var(&points, "point", "a click X,Y[,LABEL] in image pixels; LABEL 1 positive (default) or 0 negative; repeatable")
 	fs.Var(&boxes, "box", "a box X0,Y0,X1,Y1 in image pixels; repeatable (one prediction per box)")
 	maskInput := fs.String("mask-input", "", "low-res mask logits from a previous run (.npy, [1,4g,4g] or [4g,4g])")
@@ -77,7 +93,7 @@ func runPredict(args []string) error {
 	if len(points) == 0 && len(boxes) == 0 && *maskInput == "" {
 		return usageErrorf("give at least one --point, --box or --mask-input")
 	}
-	img, err := transform.ReadImage(*imagePath)
+	img, err := readInputImage(*imagePath, *slice, *window)
 	if err != nil {
 		return err
 	}
@@ -90,16 +106,19 @@ func runPredict(args []string) error {
 		pr.MaskInput = a.Float32()
 	}
 	start := time.Now()
-	m, err := mf.load()
+	p, err := mf.load()
 	if err != nil {
 		return err
 	}
 	load := time.Since(start)
+	m := p.SAM.Model
+	if pr.MaskInput != nil && p.Model != nil && len(points)+len(boxes) == 0 {
+		return usageErrorf("a segsam checkpoint needs a point or a box besides --mask-input")
+	}
 	// Check the prompt before the (slow) encoder runs.
 	if err := m.ValidatePrompt(pr, img.H, img.W); err != nil {
 		return usageErrorf("%v", err)
 	}
-	p := sam.NewPredictor(m)
 	if err := p.SetImage(img); err != nil {
 		return err
 	}
@@ -111,10 +130,10 @@ func runPredict(args []string) error {
 		return err
 	}
 	info := predictResult{
-		Checkpoint: mf.checkpoint, Arch: m.Config.Name, Family: m.Config.Family, Image: *imagePath,
+		Checkpoint: mf.checkpoint, Arch: archName(p), Family: m.Config.Family, Image: *imagePath,
 		Width: img.W, Height: img.H, Prompts: res.B, MasksPer: res.C, LowResSize: res.LowResSize,
-		TimingsMS: timings{Load: ms(load), Encode: ms(p.Encode), Decode: ms(res.Decode), Post: ms(res.Post)},
-		Points:    points, Boxes: boxes, MaskInput: *maskInput, Multimask: *multimask,
+		TimingsMS: timings{Load: ms(load), Encode: ms(p.SAM.Encode), Decode: ms(res.Decode), Post: ms(res.Post)},
+		Points:    points, Boxes: boxes, MaskInput: *maskInput, Multimask: *multimask, Slice: *slice,
 		BinaryRule: "mask_<i>.png pixel is on where the logit in masks.npy is > 0; i = prompt*masks_per_prompt + mask",
 	}
 	for b := 0; b < res.B; b++ {
@@ -137,7 +156,7 @@ func runPredict(args []string) error {
 		lead = []int{res.B, res.C}
 	}
 	info.NPYLayout = fmt.Sprintf("masks.npy %v+[H W] logits, iou_predictions.npy %v, low_res_logits.npy %v+[%d %d], embedding.npy [1 C g g]", lead, lead, lead, res.LowResSize, res.LowResSize)
-	emb, err := tensors.CopyFlatData[float32](p.Embedding())
+	emb, err := tensors.CopyFlatData[float32](p.SAM.Embedding())
 	if err != nil {
 		return err
 	}
@@ -149,7 +168,32 @@ func runPredict(args []string) error {
 		{"masks.npy", append(append([]int{}, lead...), res.H, res.W), res.Masks},
 		{"iou_predictions.npy", lead, res.IoU},
 		{"low_res_logits.npy", append(append([]int{}, lead...), res.LowResSize, res.LowResSize), res.LowRes},
-		{"embedding.npy", p.Embedding().Shape().Dimensions, emb},
+		{"embedding.npy", p.SAM.Embedding().Shape().Dimensions, emb},
+	}
+	if res.Semantic != nil {
+		sl := lead[:len(lead)-1] // one semantic mask per prompt
+		if res.B == 1 {
+			sl = []int{1}
+		}
+		files = append(files, struct {
+			name  string
+			shape []int
+			data  []float32
+		}{"semantic_masks.npy", append(append([]int{}, sl...), res.H, res.W), res.Semantic})
+		for b := 0; b < res.B; b++ {
+			name := fmt.Sprintf("semantic_mask_%d.png", b)
+			if _, err := writeMaskPNG(filepath.Join(*out, name), res.SemanticMask(b), res.W, res.H); err != nil {
+				return err
+			}
+			info.SemanticFiles = append(info.SemanticFiles, name)
+		}
+	}
+	if res.Class != nil {
+		info.Classes = p.Classes()
+		for b := 0; b < res.B; b++ {
+			info.Objects = append(info.Objects, objectClass{Class: res.Class[b], Confidence: res.Confidence[b]})
+		}
+		info.Presence = res.Presence
 	}
 	for _, f := range files {
 		if err := npy.Write(filepath.Join(*out, f.name), f.shape, f.data); err != nil {
@@ -165,10 +209,14 @@ func runPredict(args []string) error {
 	}
 	for b := 0; b < res.B; b++ {
 		best := res.Best(b)
-		fmt.Printf("prompt %d: %d mask(s), best %s (predicted IoU %.3f, %d pixels)\n",
-			b, res.C, info.MaskFiles[b*res.C+best], res.IoU[b*res.C+best], info.MaskPixels[b*res.C+best])
+		class := ""
+		if res.Class != nil {
+			class = fmt.Sprintf(", class %s (%.0f%%)", res.Class[b], 100*res.Confidence[b])
+		}
+		fmt.Printf("prompt %d: %d mask(s), best %s (predicted IoU %.3f, %d pixels)%s\n",
+			b, res.C, info.MaskFiles[b*res.C+best], res.IoU[b*res.C+best], info.MaskPixels[b*res.C+best], class)
 	}
-	fmt.Printf("wrote %s (encode %.0f ms, decode %.1f ms)\n", *out, ms(p.Encode), ms(res.Decode))
+	fmt.Printf("wrote %s (encode %.0f ms, decode %.1f ms)\n", *out, ms(p.SAM.Encode), ms(res.Decode))
 	return nil
 }
 
@@ -192,4 +240,12 @@ func writeMaskPNG(path string, mask []bool, w, h int) (int, error) {
 		return 0, fmt.Errorf("write %s: %w", path, err)
 	}
 	return n, f.Close()
+}
+
+// archName describes the loaded model for result.json.
+func archName(p *segsam.Predictor) string {
+	if p.Model != nil {
+		return p.Model.Describe()
+	}
+	return p.SAM.Model.Config.Name
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -144,5 +145,76 @@ func TestPredictErrors(t *testing.T) {
 				t.Errorf("exit %d, message %q; want exit %d and a message containing %q", code, msg, c.code, c.want)
 			}
 		})
+	}
+}
+
+// TestPredictVolumeSlice segments one slice of a NIfTI volume, as
+// `segsam predict --image V.nii.gz --slice axial:15` does.
+func TestPredictVolumeSlice(t *testing.T) {
+	dir := filepath.Join(fixtures, "sam_tiny")
+	vol := "../../testdata/medimg/nifti/ct_crop.nii.gz"
+	out := t.TempDir()
+	code, msg := runCLI(t, "predict", "--checkpoint", filepath.Join(dir, "sam_tiny.pth"), "--config", filepath.Join(dir, "config.json"),
+		"--image", vol, "--slice", "axial:15", "--window", "soft", "--point", "10,10", "--out", out)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, msg)
+	}
+	data, err := os.ReadFile(filepath.Join(out, "result.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `"slice": "axial:15"`) {
+		t.Errorf("result.json does not record the slice: %s", data)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--image", vol, "--point", "1,1"}, "--slice"},
+		{[]string{"--image", vol, "--slice", "axial:9999", "--point", "1,1"}, "out of range"},
+		{[]string{"--image", vol, "--slice", "diagonal:3", "--point", "1,1"}, "--slice"},
+		{[]string{"--image", vol, "--slice", "axial:3", "--window", "warm", "--point", "1,1"}, "--window"},
+	} {
+		args := append([]string{"predict", "--checkpoint", filepath.Join(dir, "sam_tiny.pth"), "--config", filepath.Join(dir, "config.json"), "--out", out}, c.args...)
+		if code, msg := runCLI(t, args...); code != 2 || !strings.Contains(msg, c.want) {
+			t.Errorf("%v: exit %d, %q; want exit 2 and %q", c.args, code, msg, c.want)
+		}
+	}
+}
+
+// TestPredictBuiltinSEGSAM runs predict without --checkpoint: the built-in
+// SEG-SAM model returns a class, a confidence and a semantic mask.
+func TestPredictBuiltinSEGSAM(t *testing.T) {
+	out := t.TempDir()
+	img := "../../testdata/dataset/demo_subset/images/amos_0004_75.png"
+	if code, msg := runCLI(t, "predict", "--image", img, "--box", "40,90,140,180", "--out", out); code != 0 {
+		t.Fatalf("exit %d: %s", code, msg)
+	}
+	var res struct {
+		Objects []struct {
+			Class      string  `json:"class"`
+			Confidence float64 `json:"confidence"`
+		} `json:"objects"`
+		Semantic []string    `json:"semantic_mask_files"`
+		Presence [][]float64 `json:"presence_scores"`
+		Classes  []string    `json:"classes"`
+	}
+	data, err := os.ReadFile(filepath.Join(out, "result.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Objects) != 1 || res.Objects[0].Class == "" || res.Objects[0].Confidence <= 0 || res.Objects[0].Confidence > 1 {
+		t.Errorf("objects %+v", res.Objects)
+	}
+	if len(res.Semantic) != 1 || len(res.Presence) != 1 || len(res.Presence[0]) != len(res.Classes) {
+		t.Errorf("semantic %v, presence %d×%d for %d classes", res.Semantic, len(res.Presence), len(res.Presence[0]), len(res.Classes))
+	}
+	for _, f := range []string{"semantic_mask_0.png", "semantic_masks.npy"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Error(err)
+		}
 	}
 }

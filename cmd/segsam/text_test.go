@@ -92,7 +92,7 @@ func TestTextUsageErrors(t *testing.T) {
 }
 
 // TestTextEmbedDemoData embeds the demo data's 48 classes offline, as
-// 'segsam text embed --data ../shared/data/demo2d' does, and checks the
+// 'segsam text embed --data DIR' does on the demo data, and checks the
 // written file with textembed.Load.
 func TestTextEmbedDemoData(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "demo2d_text.npy")

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/segsam/segsam/segsam"
+	"github.com/segsam/segsam/server"
+)
+
+func init() {
+	register(command{
+		name:    "serve",
+		summary: "interactive segmentation server: HTTP JSON API and web page",
+		run:     runServe,
+	})
+}
+
+// loadServeModel returns the model that serve answers with.
+// Without --checkpoint it is the built-in model.
+func loadServeModel(checkpoint, arch, config string) (*segsam.Predictor, error) {
+	return loadPredictor(checkpoint, arch, config)
+}
+
+// serveSignals are the signals that stop the server gracefully.
+var serveSignals = []os.Signal{os.Interrupt, syscall.SIGTERM}
+
+// serveReady, when set (by tests), receives the listening address.
+var serveReady func(addr string)
+
+func runServe(args []string) error {
+	fs := newFlagSet("serve", "[--checkpoint FILE] [--arch NAME | --config FILE.json] [--addr 127.0.0.1:8080] [limits]")
+	var mf modelFlags
+	mf.register(fs)
+	d := server.DefaultConfig()
+	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (host:port; port 0 picks a free one)")
+	cacheMB := fs.Int64("cache-mb", d.CacheBytes>>20, "memory bound of the image-embedding cache, MiB")
+	maxImageMB := fs.Int64("max-image-mb", d.MaxImageBytes>>20, "largest accepted PNG/JPEG/.npy upload, MiB")
+	maxVolumeMB := fs.Int64("max-volume-mb", d.MaxVolumeBytes>>20, "largest accepted NIfTI upload, MiB")
+	maxImages := fs.Int("max-images", d.MaxImages, "uploaded images kept (least recently used dropped beyond)")
+	storeMB := fs.Int64("store-mb", d.MaxStoreBytes>>20, "memory bound of the uploaded images, MiB")
+	encodes := fs.Int("encoders", d.MaxConcurrentEncodes, "image-encoder runs at a time")
+	timeout := fs.Duration("request-timeout", d.RequestTimeout, "time limit of one request")
+	noPrecompute := fs.Bool("no-precompute", false, "do not compute an embedding at upload (only at the first predict)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	for _, v := range []struct {
+		name string
+		val  int64
+	}{{"cache-mb", *cacheMB}, {"max-image-mb", *maxImageMB}, {"max-volume-mb", *maxVolumeMB}, {"max-images", int64(*maxImages)}, {"store-mb", *storeMB}, {"encoders", int64(*encodes)}} {
+		if v.val <= 0 {
+			return usageErrorf("--%s must be positive", v.name)
+		}
+	}
+	if *timeout <= 0 {
+		return usageErrorf("--request-timeout must be positive")
+	}
+	if _, _, err := net.SplitHostPort(*addr); err != nil {
+		return usageErrorf("--addr %q: %v", *addr, err)
+	}
+	start := time.Now()
+	model, err := loadServeModel(mf.checkpoint, mf.arch, mf.config)
+	if err != nil {
+		return err
+	}
+	cfg := d
+	cfg.CacheBytes = *cacheMB << 20
+	cfg.MaxImageBytes = *maxImageMB << 20
+	cfg.MaxVolumeBytes = *maxVolumeMB << 20
+	cfg.MaxImages = *maxImages
+	cfg.MaxStoreBytes = *storeMB << 20
+	cfg.MaxConcurrentEncodes = *encodes
+	cfg.RequestTimeout = *timeout
+	cfg.DisablePrecompute = *noPrecompute
+	srv, err := server.New(model, cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), serveSignals...)
+	defer stop()
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	desc := "SAM " + model.SAM.Model.Config.Name
+	if model.Model != nil {
+		desc = model.Model.Describe()
+	}
+	fmt.Fprintf(stderr, "segsam serve: %s loaded in %.1f s\n", desc, time.Since(start).Seconds())
+	fmt.Fprintf(stderr, "segsam serve: listening on http://%s/ (API: /openapi.json; stop with Ctrl+C)\n", ln.Addr())
+	if serveReady != nil {
+		serveReady(ln.Addr().String())
+	}
+	if err := srv.Serve(ctx, ln); err != nil {
+		return err
+	}
+	fmt.Fprintln(stderr, "segsam serve: stopped")
+	return nil
+}
