@@ -6,10 +6,14 @@ export GOEXPERIMENT := simd
 GO ?= go
 BIN := bin/segsam
 
-.PHONY: build demo test vet bench fmt clean
+.PHONY: build install demo test vet bench fmt clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/segsam
+
+# Installs segsam into $(go env GOBIN), or $(go env GOPATH)/bin, with the same settings.
+install:
+	$(GO) install ./cmd/segsam
 
 # The README's first command: the built-in model on the bundled example.
 demo: build

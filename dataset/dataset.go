@@ -482,3 +482,83 @@ func stem(p string) string {
 	b := path.Base(p)
 	return strings.TrimSuffix(b, path.Ext(b))
 }
+
+// Merge joins sets into one: the images of all, each still read from its
+// own set's directory, in the order given; the classes are the union. Dir
+// lists the directories joined by commas. A file present twice (the same
+// set given twice) is an error, so that nothing is counted twice by mistake.
+func Merge(sets ...*Dataset) (*Dataset, error) {
+	if len(sets) == 1 {
+		return sets[0], nil
+	}
+	out := &Dataset{}
+	var dirs []string
+	seen := map[string]string{}
+	classes := map[string]bool{}
+	for _, ds := range sets {
+		dirs = append(dirs, ds.Dir)
+		out.Warnings = append(out.Warnings, ds.Warnings...)
+		for _, e := range ds.Images {
+			key := filepath.Clean(e.ImagePath())
+			if prev, ok := seen[key]; ok {
+				return nil, fmt.Errorf("merge: image %s is in both %s and %s", key, prev, ds.Dir)
+			}
+			seen[key] = ds.Dir
+			out.Images = append(out.Images, e)
+		}
+		for _, c := range ds.classes {
+			classes[c] = true
+		}
+	}
+	for c := range classes {
+		out.classes = append(out.classes, c)
+	}
+	sort.Strings(out.classes)
+	out.Dir = strings.Join(dirs, ",")
+	return out, nil
+}
+
+// OpenEach opens each comma-separated directory of list.
+func OpenEach(list string) ([]*Dataset, error) {
+	var sets []*Dataset
+	for _, dir := range strings.Split(list, ",") {
+		if dir = strings.TrimSpace(dir); dir == "" {
+			continue
+		}
+		ds, err := Open(dir)
+		if err != nil {
+			return nil, err
+		}
+		sets = append(sets, ds)
+	}
+	if len(sets) == 0 {
+		return nil, fmt.Errorf("no dataset directory in %q", list)
+	}
+	return sets, nil
+}
+
+// OpenAll opens each comma-separated directory of list and merges them.
+func OpenAll(list string) (*Dataset, error) {
+	sets, err := OpenEach(list)
+	if err != nil {
+		return nil, err
+	}
+	return Merge(sets...)
+}
+
+// SplitEach splits every set by its own groups (SplitByGroup) and merges
+// the parts: a set's split is the same whatever other sets come with it.
+func SplitEach(sets []*Dataset, valFraction float64, seed int64) (train, val *Dataset, err error) {
+	var trains, vals []*Dataset
+	for _, ds := range sets {
+		tr, va := ds.SplitByGroup(valFraction, seed)
+		trains, vals = append(trains, tr), append(vals, va)
+	}
+	if train, err = Merge(trains...); err != nil {
+		return nil, nil, err
+	}
+	if val, err = Merge(vals...); err != nil {
+		return nil, nil, err
+	}
+	return train, val, nil
+}

@@ -517,3 +517,52 @@ func jsonEqual(raw json.RawMessage, want string) bool {
 	var buf bytes.Buffer
 	return json.Compact(&buf, raw) == nil && buf.String() == want
 }
+
+// TestMergeAndSplitEach: merged sets keep reading their own files; a set's
+// split is the same alone and next to another set; the same set twice is
+// refused.
+func TestMergeAndSplitEach(t *testing.T) {
+	a, err := Open(copySubset(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(copySubset(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	merged, err := Merge(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(merged.Images) != 2*len(a.Images) || len(merged.Classes()) != len(a.Classes()) {
+		t.Fatalf("merged: %d images, %d classes", len(merged.Images), len(merged.Classes()))
+	}
+	if _, err := merged.Images[len(a.Images)].LoadMask(0); err != nil {
+		t.Errorf("a mask of the second set: %v", err)
+	}
+	if _, err := Merge(a, a); err == nil || !strings.Contains(err.Error(), "in both") {
+		t.Errorf("the same set twice: %v", err)
+	}
+	_, aloneVal := a.SplitByGroup(0.3, 1)
+	_, val, err := SplitEach([]*Dataset{a, b}, 0.3, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fromA []string
+	for _, e := range val.Images {
+		if strings.HasPrefix(e.ImagePath(), a.Dir) {
+			fromA = append(fromA, e.Path)
+		}
+	}
+	if len(fromA) != len(aloneVal.Images) || len(fromA) == 0 {
+		t.Fatalf("set a's validation part: %d images next to b, %d alone", len(fromA), len(aloneVal.Images))
+	}
+	for i, e := range aloneVal.Images {
+		if fromA[i] != e.Path {
+			t.Errorf("validation image %d: %s next to b, %s alone", i, fromA[i], e.Path)
+		}
+	}
+	if all, err := OpenAll(a.Dir + "," + b.Dir); err != nil || len(all.Images) != len(merged.Images) {
+		t.Errorf("OpenAll: %v", err)
+	}
+}

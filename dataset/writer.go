@@ -178,6 +178,57 @@ func (w *Writer) AddImage(name string, img image.Image, meta ImageMeta, masks []
 	return nil
 }
 
+// AddEntry adds an image of an opened set with its masks and meta record,
+// linking (or, across file systems, copying) its files as they are, under
+// the same names: a set can be re-assembled from others without decoding.
+func (w *Writer) AddEntry(e *ImageEntry) error {
+	name := e.Name
+	w.mu.Lock()
+	switch {
+	case w.closed:
+		w.mu.Unlock()
+		return fmt.Errorf("add image %s: writer is closed", name)
+	case w.names[name]:
+		w.mu.Unlock()
+		return fmt.Errorf("add image %s: an image of that name was already added", name)
+	}
+	w.names[name] = true
+	w.mu.Unlock()
+	imgRel := "images/" + filepath.Base(e.Path)
+	if err := linkOrCopy(e.ImagePath(), filepath.Join(w.dir, filepath.FromSlash(imgRel))); err != nil {
+		w.release(name)
+		return fmt.Errorf("add image %s: %w", name, err)
+	}
+	maskRels := make([]string, len(e.Masks))
+	for i, m := range e.Masks {
+		maskRels[i] = "masks/" + filepath.Base(m.Path)
+		if err := linkOrCopy(e.MaskPath(i), filepath.Join(w.dir, filepath.FromSlash(maskRels[i]))); err != nil {
+			w.release(name)
+			return fmt.Errorf("add image %s: %w", name, err)
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.index[imgRel] = maskRels
+	w.meta[imgRel] = e.Meta
+	for _, m := range e.Masks {
+		w.classes[m.Class] = true
+	}
+	return nil
+}
+
+// linkOrCopy hard-links src to dst, copying when a link is impossible.
+func linkOrCopy(src, dst string) error {
+	if err := os.Link(src, dst); err == nil {
+		return nil
+	}
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, data, 0o644)
+}
+
 func (w *Writer) release(name string) {
 	w.mu.Lock()
 	delete(w.names, name)

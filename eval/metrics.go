@@ -121,8 +121,11 @@ type Row struct {
 	MDSC    map[string]float64 `json:"mdsc,omitempty"`
 	MDSCAvg float64            `json:"mdsc_avg,omitempty"`
 	// ClassAcc is the fraction of objects whose class was predicted right,
-	// per modality; ClassAccAll over all objects.
+	// per modality; ClassAccAvg the mean of those modality values (the
+	// "Avg." column, as for DSC and mDSC); ClassAccAll pooled over all
+	// objects (weighted by each modality's object count).
 	ClassAcc    map[string]float64 `json:"class_acc,omitempty"`
+	ClassAccAvg float64            `json:"class_acc_avg,omitempty"`
 	ClassAccAll float64            `json:"class_acc_all,omitempty"`
 	// PerClass holds per (modality, class) statistics.
 	PerClass []ClassStat `json:"per_class"`
@@ -271,6 +274,7 @@ func summarizeRow(method, prompt string, objs []ObjectResult) Row {
 		row.DSCAvg += row.DSC[m]
 		if row.Semantic {
 			row.ClassAcc[m] = a.correct / float64(a.n)
+			row.ClassAccAvg += row.ClassAcc[m]
 			var sum float64
 			var nc int
 			for _, cs := range row.PerClass {
@@ -286,6 +290,7 @@ func summarizeRow(method, prompt string, objs []ObjectResult) Row {
 	if n := len(row.Modalities); n > 0 {
 		row.DSCAvg /= float64(n)
 		row.MDSCAvg /= float64(n)
+		row.ClassAccAvg /= float64(n)
 	}
 	row.Calibration = calibrate(objs)
 	return row

@@ -3,6 +3,7 @@ package eval
 import (
 	"maps"
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -102,6 +103,8 @@ func TestSummarize(t *testing.T) {
 		{"seg acc CT", seg.ClassAcc["CT"], 2.0 / 3},
 		{"seg acc MR", seg.ClassAcc["MR"], 1.0 / 2},
 		{"seg acc all", seg.ClassAccAll, 3.0 / 5},
+		// Avg. over modalities, as for DSC: not the pooled 3/5.
+		{"seg acc Avg", seg.ClassAccAvg, (2.0/3 + 1.0/2) / 2},
 		{"seg calibration MAE", seg.Calibration.MAE, (0 + 0.1 + 0.2 + 0.2 + 0) / 5},
 		{"bin DSC CT", bin.DSC["CT"], 0.9},
 		{"bin DSC Avg", bin.DSCAvg, (0.9 + 0.3) / 2},
@@ -110,6 +113,16 @@ func TestSummarize(t *testing.T) {
 		if math.Abs(c.got-c.want) > 1e-6 {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
 		}
+	}
+	// The console's class-accuracy table: Avg. over modalities like the
+	// DSC tables, then the pooled share under its own title.
+	var tables strings.Builder
+	if err := (&Report{Rows: rows}).WriteTables(&tables); err != nil {
+		t.Fatal(err)
+	}
+	accTable := tables.String()[strings.Index(tables.String(), "Class accuracy"):]
+	if !strings.Contains(accTable, "| Avg. | All objects |") || !strings.Contains(accTable, "| 66.67 | 50.00 |") || !strings.Contains(accTable, "| 58.33 | 60.00 |") {
+		t.Errorf("class accuracy table:\n%s", accTable)
 	}
 	if !seg.Semantic || bin.Semantic || bin.MDSC != nil || bin.Calibration != nil || bin.Confusion != nil {
 		t.Errorf("semantic flags: seg %v; bin %v, mdsc %v, calibration %v", seg.Semantic, bin.Semantic, bin.MDSC, bin.Calibration)

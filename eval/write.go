@@ -289,18 +289,23 @@ func (rep *Report) WriteTables(w io.Writer) error {
 
 func (rep *Report) writeTables(b *bytes.Buffer, full bool) {
 	cols := rep.columns()
-	header := func(first ...string) {
+	// header writes the title row; extra columns follow Avg.
+	header := func(first []string, extra ...string) {
 		b.WriteString("| " + strings.Join(first, " | "))
 		for _, c := range cols {
 			b.WriteString(" | " + columnTitle(c))
 		}
-		b.WriteString(" | Avg. |\n|")
-		for range len(first) + len(cols) + 1 {
+		b.WriteString(" | Avg.")
+		for _, e := range extra {
+			b.WriteString(" | " + e)
+		}
+		b.WriteString(" |\n|")
+		for range len(first) + len(cols) + 1 + len(extra) {
 			b.WriteString("---|")
 		}
 		b.WriteString("\n")
 	}
-	cells := func(vals map[string]float64, avg float64) {
+	cells := func(vals map[string]float64, avg float64, extra ...float64) {
 		for _, c := range cols {
 			if v, ok := vals[c]; ok {
 				b.WriteString(" | " + pct(v))
@@ -308,8 +313,13 @@ func (rep *Report) writeTables(b *bytes.Buffer, full bool) {
 				b.WriteString(" | –")
 			}
 		}
-		b.WriteString(" | " + pct(avg) + " |\n")
+		b.WriteString(" | " + pct(avg))
+		for _, e := range extra {
+			b.WriteString(" | " + pct(e))
+		}
+		b.WriteString(" |\n")
 	}
+	methodPrompt := []string{"Method", "Prompt"}
 	note := func(s string) {
 		if full {
 			b.WriteString(s + "\n\n")
@@ -318,7 +328,7 @@ func (rep *Report) writeTables(b *bytes.Buffer, full bool) {
 
 	b.WriteString("\n## Binary segmentation: DSC (%) (as the paper's Table 1)\n\n")
 	note("Binary (Dec_sag) mask of each prompted object. A modality column is the mean DSC over that modality's objects; Avg. is the mean of the modality columns. – : no objects.")
-	header("Method", "Prompt")
+	header(methodPrompt)
 	for _, r := range rep.Rows {
 		fmt.Fprintf(b, "| %s | %s", r.Method, promptTitle(r.Prompt))
 		cells(r.DSC, r.DSCAvg)
@@ -332,7 +342,7 @@ func (rep *Report) writeTables(b *bytes.Buffer, full bool) {
 	}
 	b.WriteString("\n## Semantic segmentation: mDSC (%) (as the paper's Table 2)\n\n")
 	note("Semantic DSC of an object is the Dice of the predicted semantic mask with the ground truth when the predicted class is right, 0 when it is wrong. A modality column is the mean over the classes present in that modality of each class's mean semantic DSC; Avg. is the mean of the modality columns.")
-	header("Method", "Prompt")
+	header(methodPrompt)
 	for _, r := range rep.Rows {
 		if r.Semantic {
 			fmt.Fprintf(b, "| %s | %s", r.Method, promptTitle(r.Prompt))
@@ -340,12 +350,12 @@ func (rep *Report) writeTables(b *bytes.Buffer, full bool) {
 		}
 	}
 	b.WriteString("\n### Class accuracy (%)\n\n")
-	note("Share of objects whose predicted class is the ground-truth class; the last column is over all objects.")
-	header("Method", "Prompt")
+	note("Share of objects whose predicted class is the ground-truth class. A modality column is over that modality's objects; Avg. is the mean of the modality columns, as in the DSC tables; All objects pools the objects of every modality (so large modalities weigh more).")
+	header(methodPrompt, "All objects")
 	for _, r := range rep.Rows {
 		if r.Semantic {
 			fmt.Fprintf(b, "| %s | %s", r.Method, promptTitle(r.Prompt))
-			cells(r.ClassAcc, r.ClassAccAll)
+			cells(r.ClassAcc, r.ClassAccAvg, r.ClassAccAll)
 		}
 	}
 	if !full {
@@ -394,7 +404,7 @@ func (rep *Report) csv() []byte {
 		line(r, "DSC", r.DSC, r.DSCAvg)
 		if r.Semantic {
 			line(r, "mDSC", r.MDSC, r.MDSCAvg)
-			line(r, "class_acc", r.ClassAcc, r.ClassAccAll)
+			line(r, "class_acc", r.ClassAcc, r.ClassAccAvg)
 		}
 	}
 	w.Flush()

@@ -24,6 +24,13 @@ func Param(scope *model.Scope, g *Graph, name string, dims ...int) *Node {
 	return variable(scope, g, name, initDefault, true, dims...)
 }
 
+// Embedding returns the [n, dim] weight of a torch.nn.Embedding (learned
+// tokens, point-type embeddings) at scope/weight; a new one starts as
+// PyTorch's does, N(0, 1).
+func Embedding(scope *model.Scope, g *Graph, n, dim int) *Node {
+	return variable(scope, g, "weight", initNormal, true, n, dim)
+}
+
 type initKind int
 
 const (

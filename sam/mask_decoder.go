@@ -39,10 +39,10 @@ func MaskDecoderWithTokens(scope *model.Scope, cfg Config, image, imagePE, spars
 	m := cfg.NumMaskTokens()
 	b := dense.Shape().Dim(0)
 
-	iouToken := Param(scope.At("iou_token"), g, "weight", 1, c)     // [1, C]
-	maskTokens := Param(scope.At("mask_tokens"), g, "weight", m, c) // [M, C]
-	out := Concatenate([]*Node{iouToken, maskTokens}, 0)            // [1+M, C]
-	tokens := BroadcastToDims(InsertAxes(out, 0), b, 1+m, c)        // [B, 1+M, C]
+	iouToken := Embedding(scope.At("iou_token"), g, 1, c)     // [1, C]
+	maskTokens := Embedding(scope.At("mask_tokens"), g, m, c) // [M, C]
+	out := Concatenate([]*Node{iouToken, maskTokens}, 0)      // [1+M, C]
+	tokens := BroadcastToDims(InsertAxes(out, 0), b, 1+m, c)  // [B, 1+M, C]
 	e := 0
 	if extra != nil {
 		e = extra.Shape().Dim(1)

@@ -73,9 +73,9 @@ func SparsePromptEmbeddings(scope *model.Scope, cfg Config, coords, labels *Node
 	isPad := BroadcastToDims(InsertAxes(Equal(labels, ConstAs(labels, LabelPadding)), -1), pe.Shape().Dimensions...)
 	pe = Where(isPad, ZerosLike(pe), pe)
 	// Rows indexed by label+1: not_a_point, point_embeddings 0..3, none.
-	rows := []*Node{Param(scope.At("not_a_point_embed"), g, "weight", 1, c)}
+	rows := []*Node{Embedding(scope.At("not_a_point_embed"), g, 1, c)}
 	for i := 0; i < 4; i++ {
-		rows = append(rows, Param(scope.At("point_embeddings").At("%d", i), g, "weight", 1, c))
+		rows = append(rows, Embedding(scope.At("point_embeddings").At("%d", i), g, 1, c))
 	}
 	rows = append(rows, Zeros(g, rows[0].Shape()))
 	table := Concatenate(rows, 0)                         // [6, C]
@@ -91,7 +91,7 @@ func DensePromptEmbeddings(scope *model.Scope, cfg Config, g *Graph, mask *Node,
 	c := cfg.PromptEncoder.EmbedDim
 	grid := cfg.TokenGrid()
 	if mask == nil {
-		e := Param(scope.At("no_mask_embed"), g, "weight", 1, c) // [1, C]
+		e := Embedding(scope.At("no_mask_embed"), g, 1, c) // [1, C]
 		return BroadcastToDims(Reshape(e, 1, c, 1, 1), batch, c, grid, grid)
 	}
 	in := cfg.PromptEncoder.MaskInChans

@@ -36,8 +36,18 @@ type Parts struct {
 	FullImageSemantic bool `json:"full_image_semantic"`
 	// TextEnhancer adds T2VSE's summary token to Dec_sag's prompt tokens.
 	TextEnhancer bool `json:"text_enhancer"`
+	// PromptAwareText lets T2VSE's prompt tokens join its self-attention, so
+	// that the summary token depends on the prompt. In the literal reading
+	// of eq. 9 (false: models saved before this switch) t_p join only the
+	// cross-attention queries, which do not interact, and the summary token
+	// is the same for every prompt on an image.
+	PromptAwareText bool `json:"prompt_aware_text,omitempty"`
 	// CMSA adds the cross-mask spatial alignment loss.
 	CMSA bool `json:"cmsa"`
+	// BoxPrior adds the ellipse inscribed in a box prompt, as a learned-scale
+	// logit map, to both decoders' masks (segsam's addition for small models
+	// trained from scratch; box_prior.go). Off in the paper's variants.
+	BoxPrior bool `json:"box_prior,omitempty"`
 }
 
 // Variants are the named configurations of the paper's Table 4.
@@ -47,8 +57,8 @@ var Variants = map[string]Parts{
 	"so":           {SemanticDecoder: true},
 	"so_co":        {SemanticDecoder: true, COTokens: true},
 	"sawd_sem":     {SemanticDecoder: true, FullImageSemantic: true},
-	"so_co_t2vse":  {SemanticDecoder: true, COTokens: true, TextEnhancer: true},
-	"seg_sam":      {SemanticDecoder: true, COTokens: true, TextEnhancer: true, CMSA: true},
+	"so_co_t2vse":  {SemanticDecoder: true, COTokens: true, TextEnhancer: true, PromptAwareText: true},
+	"seg_sam":      {SemanticDecoder: true, COTokens: true, TextEnhancer: true, PromptAwareText: true, CMSA: true},
 }
 
 // VariantNames lists the variants, sorted.
@@ -69,6 +79,9 @@ type LossWeights struct {
 	Semantic float64 `json:"semantic"` // Dec_saw cross-entropy + dice
 	CMSA     float64 `json:"cmsa"`     // 1 - IoU between the two decoders' masks
 	Presence float64 `json:"presence"` // λ of the class-presence BCE (paper: 10)
+	// SemBCE weights a pixel BCE on Dec_saw's mask, beside its dice
+	// (Mask2Former's mask loss; not in the paper's eq. 11: default 0).
+	SemBCE float64 `json:"sem_bce,omitempty"`
 }
 
 // DefaultLossWeights are the paper's.
@@ -152,6 +165,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("class vocabulary: empty or repeated class %q", n))
 		}
 		seen[n] = true
+	}
+	if p.PromptAwareText && !p.TextEnhancer {
+		errs = append(errs, errors.New("prompt_aware_text needs the text enhancer"))
 	}
 	if p.TextEnhancer && c.TextDim <= 0 {
 		errs = append(errs, errors.New("the text enhancer needs text embeddings (text_dim > 0)"))

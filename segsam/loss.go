@@ -19,15 +19,15 @@ type Targets struct {
 
 // LossTerms are the terms of eq. 11, each a scalar; Total is their weighted sum.
 type LossTerms struct {
-	Total, Binary, Focal, Dice, IoU, Semantic, Class, SemDice, Presence, CMSA *Node
+	Total, Binary, Focal, Dice, IoU, Semantic, Class, SemDice, Presence, CMSA, SemBCE *Node
 }
 
 // LossNames lists the terms in the order of LossTerms.Vector.
-var LossNames = []string{"total", "binary", "focal", "dice", "iou_mse", "semantic", "class_ce", "sem_dice", "presence_bce", "cmsa"}
+var LossNames = []string{"total", "binary", "focal", "dice", "iou_mse", "semantic", "class_ce", "sem_dice", "presence_bce", "cmsa", "sem_bce"}
 
-// Vector stacks the terms (zeros for the absent ones) in LossNames order: [10].
+// Vector stacks the terms (zeros for the absent ones) in LossNames order: [11].
 func (l LossTerms) Vector(g *Graph) *Node {
-	terms := []*Node{l.Total, l.Binary, l.Focal, l.Dice, l.IoU, l.Semantic, l.Class, l.SemDice, l.Presence, l.CMSA}
+	terms := []*Node{l.Total, l.Binary, l.Focal, l.Dice, l.IoU, l.Semantic, l.Class, l.SemDice, l.Presence, l.CMSA, l.SemBCE}
 	for i, t := range terms {
 		if t == nil {
 			terms[i] = ScalarZero(g, dtypes.Float32)
@@ -85,9 +85,9 @@ func upsample(x *Node, s int) *Node {
 
 // Loss is eq. 11: L = L_bin + L_sem + L_cons + λ·L_bce.
 //
-// L_bin (Dec_sag): 20·focal + dice (+ the IoU-prediction MSE of SAM-Med2D)
-// on the mask chosen as SAM trains: token 0 for unambiguous prompts, the
-// lowest-loss multimask output for single points. L_sem (Dec_saw):
+// L_bin (Dec_sag): 20·focal + dice on the mask chosen as SAM trains (token 0
+// for unambiguous prompts, the lowest-loss multimask output for single
+// points), plus the IoU-prediction MSE of SAM-Med2D over every mask token. L_sem (Dec_saw):
 // cross-entropy of the class + dice of the semantic mask. L_cons: 1 - IoU
 // between the two decoders' mask probabilities (CMSA). L_bce: presence of
 // each class (CO tokens). Baseline_sem adds the cross-entropy of Dec_sag's
@@ -106,11 +106,11 @@ func Loss(cfg Config, out Outputs, t Targets) LossTerms {
 	focal := focalLoss(logits, targetM) // [B, M]
 	dice := diceLoss(prob, targetM)     // [B, M]
 	hard := ConvertDType(GreaterThan(logits, ZerosLike(logits)), dtypes.Float32)
-	trueIoU := StopGradient(softIoU(hard, targetM)) // [B, M]
-	iouMSE := Square(Sub(out.IoU, trueIoU))         // [B, M]
-	perToken := Add(Add(MulScalar(focal, w.Focal), MulScalar(dice, w.Dice)), MulScalar(iouMSE, w.IoU))
+	trueIoU := StopGradient(softIoU(hard, targetM))                     // [B, M]
+	iouMSE := Square(Sub(out.IoU, trueIoU))                             // [B, M]
+	perToken := Add(MulScalar(focal, w.Focal), MulScalar(dice, w.Dice)) // [B, M]
 
-	// Which token each object learns from: 0, or the best of 1..M-1.
+	// Which token each object learns its mask from: 0, or the best of 1..M-1.
 	multi := Slice(perToken, AxisRange(), AxisRange(1, m))                                         // [B, M-1]
 	best := OneHot(AddScalar(ArgMin(StopGradient(multi), -1, dtypes.Int32), 1), m, dtypes.Float32) // [B, M]
 	first := OneHot(ZerosLike(ConvertDType(t.Multimask, dtypes.Int32)), m, dtypes.Float32)         // [B, M]
@@ -119,8 +119,12 @@ func Loss(cfg Config, out Outputs, t Targets) LossTerms {
 	pick := func(x *Node) *Node { return ReduceSum(Mul(x, choose), -1) }                           // [B, M] -> [B]
 	l.Focal = ReduceAllMean(pick(focal))
 	l.Dice = ReduceAllMean(pick(dice))
-	l.IoU = ReduceAllMean(pick(iouMSE))
-	l.Binary = ReduceAllMean(pick(perToken))
+	// The IoU head is supervised on every token, each against its own mask's
+	// IoU (as SAM trains it): inference ranks all multimask outputs by it.
+	// A box uses token 0 only, so its other tokens' scores are trained too
+	// but never read.
+	l.IoU = ReduceAllMean(iouMSE)
+	l.Binary = Add(ReduceAllMean(pick(perToken)), MulScalar(l.IoU, w.IoU))
 	total := l.Binary
 
 	if out.ClassLogits != nil {
@@ -133,6 +137,12 @@ func Loss(cfg Config, out Outputs, t Targets) LossTerms {
 		semProb := Sigmoid(semLogits)
 		l.SemDice = ReduceAllMean(diceLoss(semProb, target))
 		l.Semantic = Add(l.Class, l.SemDice)
+		if w.SemBCE > 0 {
+			// Mask2Former's pixel term (the paper's [11] has BCE + dice):
+			// dice alone gives a weak signal far from the object.
+			l.SemBCE = bceWithLogits(semLogits, target)
+			l.Semantic = Add(l.Semantic, MulScalar(l.SemBCE, w.SemBCE))
+		}
 		if cfg.Parts.CMSA {
 			chosen := ReduceSum(Mul(prob, InsertAxes(choose, -1, -1)), 1) // [B, S, S]
 			l.CMSA = ReduceAllMean(OneMinus(softIoU(Squeeze(semProb, 1), chosen)))

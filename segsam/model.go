@@ -46,17 +46,26 @@ func Forward(scope *model.Scope, cfg Config, emb, coords, labels, mask *Node) Ou
 	var extra *Node
 	if cfg.Parts.ClassToken {
 		c := cfg.SAM.PromptEncoder.EmbedDim
-		tok := sam.Param(scope.At("mask_decoder").At("class_token"), g, "weight", 1, c)
+		tok := sam.Embedding(scope.At("mask_decoder").At("class_token"), g, 1, c)
 		extra = BroadcastToDims(InsertAxes(tok, 0), b, 1, c)
 	}
 	dec := sam.MaskDecoderWithTokens(scope.At("mask_decoder"), cfg.SAM, image, imagePE, sagSparse, dense, extra)
 	out := Outputs{Binary: dec.Masks, IoU: dec.IoUPred}
+	var prior *Node
+	if cfg.Parts.BoxPrior {
+		r := dec.Masks.Shape().Dim(-1)
+		prior = BoxPriorMap(coords, labels, cfg.SAM.ImageEncoder.ImgSize, r) // [B, 4g, 4g]
+		out.Binary = addBoxPrior(scope.At("mask_decoder"), out.Binary, prior)
+	}
 	if cfg.Parts.ClassToken {
 		tok := Squeeze(dec.Extra, 1) // [B, C]
 		out.ClassLogits = sam.Linear(scope.At("mask_decoder").At("class_head"), tok, cfg.NumClasses(), true)
 	}
 	if cfg.Parts.SemanticDecoder {
 		out.Semantic = SemanticDecoder(scope.At("semantic_decoder"), cfg, image, imagePE, sparse, dense)
+		if prior != nil {
+			out.Semantic.Mask = addBoxPrior(scope.At("semantic_decoder"), out.Semantic.Mask, prior)
+		}
 		out.ClassLogits = out.Semantic.ClassLogits
 	}
 	return out

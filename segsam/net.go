@@ -163,6 +163,91 @@ func (m *Model) SetWeights(sd *checkpoint.StateDict, partial bool) error {
 	return nil
 }
 
+// SetWeightsMatching stores the tensors of sd that the configuration has
+// under the same name and shape, and reports the rest: the names it skipped
+// (absent from the configuration, or of another shape) and the weights of
+// the configuration sd lacks (left to be initialised). It starts a model
+// from one with another vocabulary or other parts (e.g. the built-in model
+// retrained on more classes keeps its encoder and decoders).
+func (m *Model) SetWeightsMatching(sd *checkpoint.StateDict) (loaded int, skipped, missing []string, err error) {
+	expected, err := ExpectedVariables(m.Config)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	have := map[string]bool{}
+	for _, t := range sd.Tensors {
+		shape, ok := expected[t.Name]
+		if !ok || !slices.Equal(shape, t.Shape) {
+			skipped = append(skipped, t.Name)
+			continue
+		}
+		if _, err := m.SAM.Store.CreateVariable(sam.KeyToPath(t.Name), tensors.FromFlatDataAndDimensions(t.Data, t.Shape...)); err != nil {
+			return 0, nil, nil, fmt.Errorf("set %s: %w", t.Name, err)
+		}
+		if sam.KeyToPath(t.Name) == textEmbeddingsPath {
+			m.SAM.Store.GetVariable(textEmbeddingsPath).SetTrainable(false)
+		}
+		have[t.Name] = true
+		loaded++
+	}
+	for _, name := range sam.VariableNames(expected) {
+		if !have[name] {
+			missing = append(missing, name)
+		}
+	}
+	return loaded, skipped, missing, nil
+}
+
+// sawFromSag maps Dec_sag's weights to the Dec_saw weights of the same
+// design: the two-way transformer, the output upscaling, and the first
+// mask token's hypernetwork MLP to the segmentation token's.
+var sawFromSag = [][2]string{
+	{"/mask_decoder/transformer/", "/semantic_decoder/transformer/"},
+	{"/mask_decoder/output_upscaling/", "/semantic_decoder/output_upscaling/"},
+	{"/mask_decoder/output_hypernetworks_mlps/0/", "/semantic_decoder/so_hypernetwork/"},
+}
+
+// InitSemanticFromBinary starts Dec_saw's transformer, upscaling and
+// hypernetwork from Dec_sag's loaded weights (fine-tuning from SAM or
+// SAM-Med2D, whose decoder already segments), and returns how many tensors
+// it copied. Dec_sag's weights must have values.
+func (m *Model) InitSemanticFromBinary() (int, error) {
+	if !m.Config.Parts.SemanticDecoder {
+		return 0, fmt.Errorf("the model has no semantic decoder (Dec_saw)")
+	}
+	store := m.SAM.Store
+	type pair struct {
+		path string
+		t    *tensors.Tensor
+	}
+	var copies []pair
+	for v := range store.IterVariables() {
+		for _, p := range sawFromSag {
+			if !strings.HasPrefix(v.Path(), p[0]) || !v.HasValue() {
+				continue
+			}
+			t, err := v.Value()
+			if err != nil {
+				return 0, err
+			}
+			data, err := tensors.CopyFlatData[float32](t)
+			if err != nil {
+				return 0, err
+			}
+			copies = append(copies, pair{p[1] + strings.TrimPrefix(v.Path(), p[0]), tensors.FromFlatDataAndDimensions(data, t.Shape().Dimensions...)})
+		}
+	}
+	if len(copies) == 0 {
+		return 0, fmt.Errorf("Dec_sag has no loaded weights to start Dec_saw from (give --init a SAM or SAM-Med2D checkpoint)")
+	}
+	for _, c := range copies {
+		if _, err := store.CreateVariable(c.path, c.t); err != nil {
+			return 0, fmt.Errorf("start %s from Dec_sag: %w", c.path, err)
+		}
+	}
+	return len(copies), nil
+}
+
 // InferOutputs are the forward pass's results as tensors.
 type InferOutputs struct {
 	Binary, IoU *tensors.Tensor // [B, M, 4g, 4g], [B, M]

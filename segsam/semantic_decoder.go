@@ -39,10 +39,10 @@ func SemanticDecoder(scope *model.Scope, cfg Config, image, imagePE, sparse, den
 	b := dense.Shape().Dim(0)
 	var out SemanticOutput
 
-	so := sam.Param(scope.At("so_token"), g, "weight", 1, c) // [1, C]
-	so = BroadcastToDims(InsertAxes(so, 0), b, 1, c)         // [B, 1, C]
+	so := sam.Embedding(scope.At("so_token"), g, 1, c) // [1, C]
+	so = BroadcastToDims(InsertAxes(so, 0), b, 1, c)   // [B, 1, C]
 	if cfg.Parts.COTokens {
-		co := InsertAxes(sam.Param(scope.At("co_tokens"), g, "weight", k, c), 0) // [1, K, C]
+		co := InsertAxes(sam.Embedding(scope.At("co_tokens"), g, k, c), 0) // [1, K, C]
 		co = sam.LayerNorm(scope.At("co_norm1"), Add(co, sam.Attention(scope.At("co_self_attn"), co, co, co, t.NumHeads, 1)), sam.DecoderNormEps)
 		co = BroadcastToDims(co, b, k, c) // [B, K, C]
 		keys, keyPE := flatten(image), flatten(imagePE)
@@ -57,7 +57,7 @@ func SemanticDecoder(scope *model.Scope, cfg Config, image, imagePE, sparse, den
 	}
 	tokens := []*Node{so}
 	if cfg.Parts.FullImageSemantic {
-		cls := sam.Param(scope.At("class_mask_tokens"), g, "weight", k, c)
+		cls := sam.Embedding(scope.At("class_mask_tokens"), g, k, c)
 		tokens = append(tokens, BroadcastToDims(InsertAxes(cls, 0), b, k, c))
 	}
 	if sparse != nil {

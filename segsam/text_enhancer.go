@@ -9,8 +9,9 @@ import (
 
 // TextEnhancer is T2VSE, the text-to-vision semantic enhancement of eq. 9:
 // the class-description embeddings f_t (projected to the decoder width) and a
-// learnable text summary token t_text attend to each other; joined with the
-// prompt tokens t_p they cross-attend to the image embedding; the summary
+// learnable text summary token t_text attend to each other (with
+// Parts.PromptAwareText, together with the prompt tokens t_p); joined with
+// t_p they cross-attend to the image embedding; the summary
 // token's output, through an MLP, becomes one more prompt token for Dec_sag.
 // Variables live under scope "text_enhancer"; the embeddings themselves are
 // the non-trainable variable text_enhancer.text_embeddings [K, D_text].
@@ -23,16 +24,23 @@ func TextEnhancer(scope *model.Scope, cfg Config, image, imagePE, sparse *Node) 
 	k := cfg.NumClasses()
 	b := image.Shape().Dim(0)
 
-	ft := sam.Param(scope, g, "text_embeddings", k, cfg.TextDim)       // [K, D_text]
-	ft = sam.Linear(scope.At("text_proj"), ft, c, true)                // [K, C]
-	summary := sam.Param(scope.At("summary_token"), g, "weight", 1, c) // [1, C]
-	x := InsertAxes(Concatenate([]*Node{ft, summary}, 0), 0)           // [1, K+1, C]
-	// SelfAttn([f_t, t_text]): the same for every prompt.
-	x = sam.LayerNorm(scope.At("norm1"), Add(x, sam.Attention(scope.At("self_attn"), x, x, x, t.NumHeads, 1)), sam.DecoderNormEps)
-	x = BroadcastToDims(x, b, k+1, c) // [B, K+1, C]
-	q := x
-	if sparse != nil {
-		q = Concatenate([]*Node{x, sparse}, 1) // [B, K+1+N, C]
+	ft := sam.Param(scope, g, "text_embeddings", k, cfg.TextDim) // [K, D_text]
+	ft = sam.Linear(scope.At("text_proj"), ft, c, true)          // [K, C]
+	summary := sam.Embedding(scope.At("summary_token"), g, 1, c) // [1, C]
+	x := InsertAxes(Concatenate([]*Node{ft, summary}, 0), 0)     // [1, K+1, C]
+	var q *Node
+	if cfg.Parts.PromptAwareText && sparse != nil {
+		// SelfAttn([f_t, t_text, t_p]): the summary token sees the prompt.
+		q = Concatenate([]*Node{BroadcastToDims(x, b, k+1, c), sparse}, 1) // [B, K+1+N, C]
+		q = sam.LayerNorm(scope.At("norm1"), Add(q, sam.Attention(scope.At("self_attn"), q, q, q, t.NumHeads, 1)), sam.DecoderNormEps)
+	} else {
+		// Literal eq. 9: SelfAttn([f_t, t_text]), the same for every prompt,
+		// then t_p join the cross-attention queries.
+		x = sam.LayerNorm(scope.At("norm1"), Add(x, sam.Attention(scope.At("self_attn"), x, x, x, t.NumHeads, 1)), sam.DecoderNormEps)
+		q = BroadcastToDims(x, b, k+1, c) // [B, K+1, C]
+		if sparse != nil {
+			q = Concatenate([]*Node{q, sparse}, 1) // [B, K+1+N, C]
+		}
 	}
 	keys, keyPE := flatten(image), flatten(imagePE)
 	keyPE = BroadcastToDims(keyPE, b, keyPE.Shape().Dim(1), c)

@@ -34,6 +34,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"path"
 	"runtime"
 	"sort"
 	"strings"
@@ -290,7 +291,33 @@ func (s *Server) routesHandler() http.Handler {
 		}))
 	}
 	mux.Handle("/", s.instrument("/", s.handleStatic))
-	return mux
+	// ServeMux answers an API path that is not clean (an empty segment as
+	// in /v1/images//predict, "." or "..") with a bare redirect; answer it
+	// with a JSON error instead.
+	unclean := s.instrument("unclean", func(w http.ResponseWriter, r *http.Request) error {
+		p := r.URL.Path
+		if rest, ok := strings.CutPrefix(p, "/v1/images/"); ok && (rest == "" || strings.HasPrefix(rest, "/")) {
+			return httpErrorf(http.StatusBadRequest, "empty image id in %s: want /v1/images/{id}...", p)
+		}
+		return httpErrorf(http.StatusNotFound, "no endpoint %s: the path is not clean (empty segment, . or ..); see /openapi.json", p)
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; strings.HasPrefix(p, "/v1/") && r.Method != http.MethodConnect && !isCleanPath(p) {
+			unclean.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// isCleanPath reports whether ServeMux would serve p as it is (rather than
+// redirect to its cleaned form).
+func isCleanPath(p string) bool {
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
 }
 
 func contains(xs []string, x string) bool {

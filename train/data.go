@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -37,9 +38,11 @@ type object struct {
 // sample is one image ready for training: its model input (or its cached
 // embedding) and its objects.
 type sample struct {
-	entry    *dataset.ImageEntry
-	input    *tensors.Tensor // [1, 3, S, S] (only when the encoder is trained)
-	emb      []float32       // [C*g*g] cached embedding (frozen encoder)
+	entry *dataset.ImageEntry
+	// pix is the model-input frame before normalisation, interleaved RGB
+	// [S*S*3] (only when the encoder is trained; augmented per step).
+	pix      []uint8
+	emb      []float32 // [C*g*g] cached embedding (frozen encoder)
 	objects  []object
 	presence []float32 // [K] 1 for each class annotated in the image
 }
@@ -119,9 +122,12 @@ func loadSamples(ctx context.Context, ds *dataset.Dataset, m *sam.Model, classes
 			if err != nil {
 				return nil, err
 			}
-			sm.presence[k] = 1
+			// Presence counts the classes of the objects kept: a class whose
+			// every mask is too small at the model's resolution is not
+			// visible to the model either.
 			if o, ok := newObject(frame, s, k); ok {
 				sm.objects = append(sm.objects, o)
+				sm.presence[k] = 1
 			}
 		}
 		if len(sm.objects) == 0 {
@@ -137,7 +143,7 @@ func loadSamples(ctx context.Context, ds *dataset.Dataset, m *sam.Model, classes
 				return nil, fmt.Errorf("image %s: %w", e.Path, err)
 			}
 		} else {
-			sm.input = input
+			sm.pix = framePixels(input, m.Config.PixelMean, m.Config.PixelStd)
 		}
 		out = append(out, sm)
 		bar.Add(1)
@@ -184,19 +190,46 @@ type prompt struct {
 	point  bool
 }
 
-// boxPrompt is the object's box with SAM-Med2D's jitter: each coordinate
-// moves by up to min(5 px, 10% of the box's shorter side).
+// framePixels turns a normalised model input [1, 3, S, S] back into the
+// interleaved RGB bytes it was made from (exact for SAM-Med2D's nearest
+// resize; SAM's bilinear resize rounds to the nearest level).
+func framePixels(input *tensors.Tensor, mean, std [3]float32) []uint8 {
+	data, _ := tensors.CopyFlatData[float32](input)
+	n := len(data) / 3
+	pix := make([]uint8, 3*n)
+	for c := range 3 {
+		for i := range n {
+			v := data[c*n+i]*std[c] + mean[c]
+			pix[3*i+c] = uint8(min(255, max(0, math.Round(float64(v)))))
+		}
+	}
+	return pix
+}
+
+// normalisePixels is the model input [3*S*S] (planar) of interleaved RGB bytes.
+func normalisePixels(pix []uint8, mean, std [3]float32, dst []float32) []float32 {
+	n := len(pix) / 3
+	for c := range 3 {
+		for i := range n {
+			dst = append(dst, (float32(pix[3*i+c])-mean[c])/std[c])
+		}
+	}
+	return dst
+}
+
+// boxPrompt is the object's box shifted as SAM-Med2D's get_boxes_from_mask
+// does: both corners move by the same random offset, up to
+// min(5 px, half the box's shorter side) along each axis (numpy's randint
+// range, [-n, n)).
 func boxPrompt(o object, s int, rng *rand.Rand) prompt {
 	b := o.box
-	side := min(b[2]-b[0]+1, b[3]-b[1]+1)
-	maxNoise := min(5, side/10)
-	jit := func(v int) float32 {
-		if maxNoise > 0 {
-			v += rng.IntN(2*maxNoise+1) - maxNoise
-		}
-		return float32(min(max(v, 0), s-1))
+	n := min(5, min(b[2]-b[0]+1, b[3]-b[1]+1)/2)
+	dx, dy := 0, 0
+	if n > 0 {
+		dx, dy = rng.IntN(2*n)-n, rng.IntN(2*n)-n
 	}
-	return prompt{coords: [4]float32{jit(b[0]), jit(b[1]), jit(b[2]), jit(b[3])}, labels: [2]int32{sam.LabelBoxTopLeft, sam.LabelBoxBotRight}}
+	clip := func(v int) float32 { return float32(min(max(v, 0), s-1)) }
+	return prompt{coords: [4]float32{clip(b[0] + dx), clip(b[1] + dy), clip(b[2] + dx), clip(b[3] + dy)}, labels: [2]int32{sam.LabelBoxTopLeft, sam.LabelBoxBotRight}}
 }
 
 // pointPrompt is one uniformly random foreground pixel.

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -49,6 +50,13 @@ type Options struct {
 	// Init optionally starts the weights from a checkpoint: an official SAM /
 	// SAM-Med2D file (its SAM part) or a segsam checkpoint (all of it).
 	Init string
+	// InitMatching takes from a segsam Init checkpoint every weight whose
+	// name and shape fit, and initialises the rest (another vocabulary, other
+	// parts), instead of requiring the same configuration.
+	InitMatching bool
+	// SemanticFromBinary starts Dec_saw's transformer, upscaling and
+	// hypernetwork from Dec_sag's initial weights (segsam.InitSemanticFromBinary).
+	SemanticFromBinary bool
 	// Text are the class-description embeddings for T2VSE (its classes must
 	// be the vocabulary).
 	Text *textembed.Set
@@ -59,13 +67,21 @@ type Options struct {
 	HalveAt         []int   // epochs after which the rate halves: 5, 10
 	ImagesPerStep   int     // images per optimisation step (2)
 	ObjectsPerImage int     // 5
-	BoxFraction     float64 // share of box prompts (0.5)
-	Seed            int64
-	Encoder         EncoderMode
-	CacheDir        string // default Out/../cache or Out/cache
+	// BoxFraction is the share of box prompts: 0 takes the paper's 0.5, and
+	// PointsOnly (negative) gives single points only.
+	BoxFraction float64
+	Seed        int64
+	Encoder     EncoderMode
+	CacheDir    string // default Out/../cache or Out/cache
 	// MaxStepsPerEpoch caps an epoch (0: every image once).
 	MaxStepsPerEpoch int
-	Log              io.Writer
+	// Augment transforms every training image per step (augment.go); it
+	// needs the encoder to train (a frozen encoder's embeddings are cached).
+	Augment bool
+	// Balance draws images with each dataset weighted by 1/sqrt(its size)
+	// and prefers objects of rare classes (epochBatches).
+	Balance bool
+	Log     io.Writer
 }
 
 func (o *Options) defaults() {
@@ -87,6 +103,9 @@ func (o *Options) defaults() {
 	if o.BoxFraction == 0 {
 		o.BoxFraction = 0.5
 	}
+	if o.BoxFraction < 0 {
+		o.BoxFraction = 0
+	}
 	if o.Encoder == "" {
 		o.Encoder = EncoderFrozen
 	}
@@ -97,6 +116,9 @@ func (o *Options) defaults() {
 		o.Log = io.Discard
 	}
 }
+
+// PointsOnly as Options.BoxFraction trains with single-point prompts only.
+const PointsOnly = -1.0
 
 // EpochStats are one epoch's mean losses and validation results.
 type EpochStats struct {
@@ -123,6 +145,9 @@ type Result struct {
 	// ObjectsPerSecond is the training throughput (excluding the first,
 	// compiling step).
 	ObjectsPerSecond float64
+	// Finished is set when the run folder already held every epoch asked
+	// for: nothing was trained or written.
+	Finished bool
 }
 
 // Run trains a model. A run folder that holds the state of an earlier run
@@ -138,6 +163,12 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	if cfg.Parts.TextEnhancer && opts.Text == nil {
 		return nil, errors.New("train: the text enhancer (T2VSE) needs text embeddings (--text-embeddings)")
+	}
+	if opts.Augment && opts.Encoder == EncoderFrozen {
+		return nil, errors.New("train: augmentation needs the encoder to train (--train-encoder full or adapters): a frozen encoder's embeddings are computed once")
+	}
+	if opts.BoxFraction < 0 || opts.BoxFraction > 1 {
+		return nil, fmt.Errorf("train: box fraction %g is outside [0, 1]", opts.BoxFraction)
 	}
 	if opts.Encoder == EncoderAdapters && cfg.SAM.ImageEncoder.Adapter == nil {
 		return nil, errors.New("train: --train-encoder adapters needs an encoder with adapters (SAM-Med2D)")
@@ -159,6 +190,10 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		fmt.Fprintf(log, "resuming %s after epoch %d\n", opts.Out, state.EpochsDone)
 	}
 
+	if state.EpochsDone >= opts.Epochs {
+		fmt.Fprintf(log, "%s: already finished (%d of %d epochs); nothing to do (raise --epochs to train on)\n", opts.Out, state.EpochsDone, opts.Epochs)
+		return &Result{Checkpoint: filepath.Join(opts.Out, "checkpoint.safetensors"), History: state.History, Finished: true}, nil
+	}
 	m, err := segsam.New(cfg, nil)
 	if err != nil {
 		return nil, err
@@ -179,14 +214,28 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			if err != nil {
 				return nil, err
 			}
-			if segsam.IsCheckpoint(sd) {
-				err = m.SetWeights(sd, false)
-			} else {
+			switch {
+			case !segsam.IsCheckpoint(sd):
 				err = m.SetWeights(sd, true)
+			case opts.InitMatching:
+				var loaded int
+				var skipped, missing []string
+				loaded, skipped, missing, err = m.SetWeightsMatching(sd)
+				fmt.Fprintf(log, "--init %s: %d weights loaded, %d of other names or shapes skipped, %d new (initialised): %s\n",
+					opts.Init, loaded, len(skipped), len(missing), summarise(missing, 8))
+			default:
+				err = m.SetWeights(sd, false)
 			}
 			if err != nil {
 				return nil, fmt.Errorf("--init %s: %w", opts.Init, err)
 			}
+		}
+		if opts.SemanticFromBinary {
+			n, err := m.InitSemanticFromBinary()
+			if err != nil {
+				return nil, fmt.Errorf("--init-saw-from-sag: %w", err)
+			}
+			fmt.Fprintf(log, "Dec_saw: %d tensors started from Dec_sag's\n", n)
 		}
 		if opts.Text != nil {
 			if err := m.SetTextEmbeddings(*opts.Text); err != nil {
@@ -327,16 +376,17 @@ func configHash(o Options) string {
 		text = o.Text.Fingerprint()
 	}
 	// The number of epochs is left out: a finished run can be extended.
-	h := fmt.Sprintf("%s|%s|%v|%v|%s|%g|%v|%d|%d|%g|%d|%s|%d", c, o.Init, names(o.Train), names(o.Val), text,
-		o.LearningRate, o.HalveAt, o.ImagesPerStep, o.ObjectsPerImage, o.BoxFraction, o.Seed, o.Encoder, o.MaxStepsPerEpoch)
+	h := fmt.Sprintf("%s|%s|%v|%v|%v|%v|%s|%g|%v|%d|%d|%g|%d|%s|%d|%v|%v", c, o.Init, o.InitMatching, o.SemanticFromBinary, names(o.Train), names(o.Val), text,
+		o.LearningRate, o.HalveAt, o.ImagesPerStep, o.ObjectsPerImage, o.BoxFraction, o.Seed, o.Encoder, o.MaxStepsPerEpoch, o.Augment, o.Balance)
 	return shortHash(h)
 }
 
-// batch is one optimisation step: images and, per object, its prompt.
+// batch is one optimisation step: images, per image the chosen objects, and
+// the seed of the step's own random stream (prompts, augmentation).
 type batch struct {
 	samples []*sample
 	objects [][]int // per image, the chosen object indices
-	prompts [][]prompt
+	seed    uint64
 }
 
 func (b batch) size() int {
@@ -347,44 +397,148 @@ func (b batch) size() int {
 	return n
 }
 
-// epochBatches draws the epoch's steps: the images shuffled, and per image
-// ObjectsPerImage objects (with replacement when it has fewer) each with a
-// box or point prompt. It depends only on the seed and the epoch, so a
-// resumed run draws the same.
+// epochBatches draws the epoch's steps: the images (shuffled, or with
+// Balance drawn with replacement, each dataset weighted by 1/sqrt(its
+// size)) and per image ObjectsPerImage objects (with replacement when it
+// has fewer; with Balance rare classes first). It depends only on the seed
+// and the epoch, so a resumed run draws the same.
 func epochBatches(set []*sample, o Options, epoch int) []batch {
 	rng := rand.New(rand.NewPCG(uint64(o.Seed), uint64(epoch)))
 	order := rng.Perm(len(set))
+	var classWeight []float64
+	if o.Balance && epoch > 0 {
+		order = balancedOrder(set, rng)
+		classWeight = classWeights(set)
+	}
 	var out []batch
 	for start := 0; start+o.ImagesPerStep <= len(order); start += o.ImagesPerStep {
-		var b batch
+		b := batch{seed: rng.Uint64()}
 		for _, idx := range order[start : start+o.ImagesPerStep] {
 			sm := set[idx]
 			var objs []int
-			if len(sm.objects) >= o.ObjectsPerImage {
-				objs = rng.Perm(len(sm.objects))[:o.ObjectsPerImage]
-			} else {
+			switch {
+			case len(sm.objects) < o.ObjectsPerImage:
 				for range o.ObjectsPerImage {
 					objs = append(objs, rng.IntN(len(sm.objects)))
 				}
-			}
-			var ps []prompt
-			s := len(sm.objects[0].mask)
-			side := int(math.Sqrt(float64(s)))
-			for _, oi := range objs {
-				if rng.Float64() < o.BoxFraction {
-					ps = append(ps, boxPrompt(sm.objects[oi], side, rng))
-				} else {
-					ps = append(ps, pointPrompt(sm.objects[oi], side, rng))
-				}
+			case classWeight != nil:
+				objs = weightedPick(sm, classWeight, o.ObjectsPerImage, rng)
+			default:
+				objs = rng.Perm(len(sm.objects))[:o.ObjectsPerImage]
 			}
 			b.samples = append(b.samples, sm)
 			b.objects = append(b.objects, objs)
-			b.prompts = append(b.prompts, ps)
 		}
 		out = append(out, b)
 		if o.MaxStepsPerEpoch > 0 && len(out) >= o.MaxStepsPerEpoch {
 			break
 		}
+	}
+	return out
+}
+
+// balancedOrder draws len(set) images with replacement, an image of a
+// dataset of n images with weight 1/sqrt(n): small datasets are seen more
+// often than their share, large ones less, none drowns the others.
+func balancedOrder(set []*sample, rng *rand.Rand) []int {
+	count := map[string]int{}
+	for _, sm := range set {
+		count[datasetOf(sm)]++
+	}
+	cum := make([]float64, len(set))
+	total := 0.0
+	for i, sm := range set {
+		total += 1 / math.Sqrt(float64(count[datasetOf(sm)]))
+		cum[i] = total
+	}
+	order := make([]int, len(set))
+	for i := range order {
+		u := rng.Float64() * total
+		order[i] = min(sort.SearchFloat64s(cum, u), len(set)-1)
+	}
+	return order
+}
+
+// datasetOf names the dataset an image came from (its modality when the
+// set does not say).
+func datasetOf(sm *sample) string {
+	if d := sm.entry.Meta.Dataset; d != "" {
+		return d
+	}
+	return sm.entry.Modality
+}
+
+// classWeights is 1/sqrt(number of objects) per class index.
+func classWeights(set []*sample) []float64 {
+	var n []float64
+	for _, sm := range set {
+		for _, ob := range sm.objects {
+			for len(n) <= ob.class {
+				n = append(n, 0)
+			}
+			n[ob.class]++
+		}
+	}
+	for i, v := range n {
+		if v > 0 {
+			n[i] = 1 / math.Sqrt(v)
+		}
+	}
+	return n
+}
+
+// weightedPick draws k distinct objects of sm, each with its class's weight
+// (Efraimidis-Spirakis: the k largest u^(1/w)).
+func weightedPick(sm *sample, w []float64, k int, rng *rand.Rand) []int {
+	type keyed struct {
+		key float64
+		i   int
+	}
+	keys := make([]keyed, len(sm.objects))
+	for i, ob := range sm.objects {
+		keys[i] = keyed{math.Pow(rng.Float64(), 1/w[ob.class]), i}
+	}
+	sort.Slice(keys, func(a, b int) bool { return keys[a].key > keys[b].key })
+	out := make([]int, k)
+	for i := range out {
+		out[i] = keys[i].i
+	}
+	return out
+}
+
+// stepImage is one image of a prepared step: its model input (or cached
+// embedding) and its objects after augmentation.
+type stepImage struct {
+	sample  *sample
+	input   []float32 // [3*S*S] normalised (trained encoder)
+	objects []object  // all of the image's objects (augmented with the image)
+	chosen  []int
+	prompts []prompt
+}
+
+// prepare augments (when asked) each image of the batch and draws the
+// prompts of its chosen objects, from the step's own random stream.
+func (t *trainer) prepare(b batch, augment bool) []stepImage {
+	rng := rand.New(rand.NewPCG(b.seed, uint64(t.opts.Seed)))
+	cfg := t.m.Config.SAM
+	out := make([]stepImage, len(b.samples))
+	for i, sm := range b.samples {
+		im := stepImage{sample: sm, objects: sm.objects, chosen: b.objects[i]}
+		if sm.pix != nil {
+			pix := sm.pix
+			if augment {
+				pix, im.objects = augmentSample(sm, im.chosen, t.s, rng)
+			}
+			im.input = normalisePixels(pix, cfg.PixelMean, cfg.PixelStd, make([]float32, 0, len(pix)))
+		}
+		for _, oi := range im.chosen {
+			if rng.Float64() < t.opts.BoxFraction {
+				im.prompts = append(im.prompts, boxPrompt(im.objects[oi], t.s, rng))
+			} else {
+				im.prompts = append(im.prompts, pointPrompt(im.objects[oi], t.s, rng))
+			}
+		}
+		out[i] = im
 	}
 	return out
 }
@@ -472,9 +626,12 @@ func (t *trainer) setLearningRate(lr float64) error {
 	return v.SetValue(tensors.FromScalar(float32(lr)))
 }
 
-// inputs turns a batch into the step's input tensors.
-func (t *trainer) inputs(b batch) []any {
-	n := b.size()
+// inputs turns a prepared step into the step's input tensors.
+func (t *trainer) inputs(step []stepImage) []any {
+	n := 0
+	for _, im := range step {
+		n += len(im.chosen)
+	}
 	s, c, g, k := t.s, t.c, t.gr, t.classes
 	coords := make([]float32, 0, n*4)
 	labels := make([]int32, 0, n*2)
@@ -487,14 +644,15 @@ func (t *trainer) inputs(b batch) []any {
 	full := t.m.Config.Parts.FullImageSemantic
 	var emb []float32
 	var images []float32
-	for i, sm := range b.samples {
+	for i, im := range step {
+		sm := im.sample
 		var union [][]float32
 		if full {
-			union = classUnion(sm, k, s, 4*g)
+			union = classUnion(im.objects, k, s, 4*g)
 		}
-		for j, oi := range b.objects[i] {
-			o := sm.objects[oi]
-			p := b.prompts[i][j]
+		for j, oi := range im.chosen {
+			o := im.objects[oi]
+			p := im.prompts[j]
 			coords = append(coords, p.coords[:]...)
 			labels = append(labels, p.labels[:]...)
 			for _, v := range o.mask {
@@ -517,16 +675,13 @@ func (t *trainer) inputs(b batch) []any {
 				}
 			}
 		}
-		if sm.input != nil {
-			d, _ := tensors.CopyFlatData[float32](sm.input)
-			images = append(images, d...)
-		}
+		images = append(images, im.input...)
 	}
 	var first *tensors.Tensor
 	if t.opts.Encoder == EncoderFrozen {
 		first = tensors.FromFlatDataAndDimensions(emb, n, c, g, g)
 	} else {
-		first = tensors.FromFlatDataAndDimensions(images, len(b.samples), 3, s, s)
+		first = tensors.FromFlatDataAndDimensions(images, len(step), 3, s, s)
 	}
 	if !full {
 		classMasks = make([]float32, n) // unused placeholder [B, 1]
@@ -550,13 +705,13 @@ func (t *trainer) inputs(b batch) []any {
 
 // classUnion is the image's per-class union mask, sampled at the low-res
 // grid (cell centres): [K][r*r].
-func classUnion(sm *sample, k, s, r int) [][]float32 {
+func classUnion(objects []object, k, s, r int) [][]float32 {
 	out := make([][]float32, k)
 	for i := range out {
 		out[i] = make([]float32, r*r)
 	}
 	step := s / r
-	for _, o := range sm.objects {
+	for _, o := range objects {
 		for y := 0; y < r; y++ {
 			for x := 0; x < r; x++ {
 				if o.mask[(y*step+step/2)*s+x*step+step/2] != 0 {
@@ -569,7 +724,7 @@ func classUnion(sm *sample, k, s, r int) [][]float32 {
 }
 
 func (t *trainer) step(b batch) ([]float32, error) {
-	out, err := t.step1.Call(t.inputs(b)...)
+	out, err := t.step1.Call(t.inputs(t.prepare(b, t.opts.Augment))...)
 	if err != nil {
 		return nil, err
 	}
@@ -587,7 +742,7 @@ func (t *trainer) validate(set []*sample, o Options) (map[string]float64, error)
 	var dice, correct float64
 	var n int
 	for _, b := range batches {
-		out, err := t.valExec.Call(t.inputs(b)...)
+		out, err := t.valExec.Call(t.inputs(t.prepare(b, false))...)
 		if err != nil {
 			return nil, fmt.Errorf("validation: %w", err)
 		}
@@ -641,6 +796,14 @@ func classCorrect(out segsam.Outputs, class *Node) *Node {
 	}
 	pred := ArgMax(out.ClassLogits, -1, dtypes.Int32)
 	return ConvertDType(Equal(pred, class), dtypes.Float32)
+}
+
+// summarise lists at most n names, then how many more.
+func summarise(names []string, n int) string {
+	if len(names) <= n {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:n], ", "), len(names)-n)
 }
 
 func formatStats(st EpochStats) string {

@@ -134,6 +134,10 @@ func ReadImage(path string) (Image, error) {
 	return img, nil
 }
 
+// ErrUnknownFormat is DecodeImage's error for bytes that are neither PNG,
+// JPEG nor .npy.
+var ErrUnknownFormat = errors.New("unknown image format (want PNG, JPEG or .npy)")
+
 // DecodeImage decodes PNG, JPEG or .npy bytes as ReadImage does.
 func DecodeImage(data []byte) (Image, error) {
 	switch {
@@ -146,7 +150,7 @@ func DecodeImage(data []byte) (Image, error) {
 	case bytes.HasPrefix(data, magicNPY):
 		return decodeNPY(data)
 	default:
-		return Image{}, errors.New("unknown image format (want PNG, JPEG or .npy)")
+		return Image{}, ErrUnknownFormat
 	}
 }
 

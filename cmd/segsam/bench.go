@@ -2,11 +2,12 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/gomlx/gomlx/core/tensors"
@@ -39,14 +40,20 @@ func runBench(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("backend %s, GOMAXPROCS %d, %s/%s, GOEXPERIMENT=%s\n", backend.Name(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, os.Getenv("GOEXPERIMENT"))
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "model\tinput\tbatch\tencoder first call\tencoder median\tencoder best\tdecoder first call\tdecoder median/prompt\tpredict median/prompt\tpeak RSS")
+	var names []string
+	var cfgs []sam.Config
 	for _, arch := range strings.Split(*archs, ",") {
-		cfg, err := sam.Preset(strings.TrimSpace(arch))
+		arch = strings.TrimSpace(arch)
+		cfg, err := sam.Preset(arch)
 		if err != nil {
 			return usageErrorf("%v", err)
 		}
+		names, cfgs = append(names, arch), append(cfgs, cfg)
+	}
+	fmt.Printf("backend %s, GOMAXPROCS %d, %s/%s, %s\n", backend.Name(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, buildSettings())
+	tab := newBenchTable(os.Stdout, names, cfgs)
+	for i, arch := range names {
+		cfg := cfgs[i]
 		m, err := sam.NewModel(cfg, backend)
 		if err != nil {
 			return err
@@ -95,11 +102,72 @@ func runBench(args []string) error {
 			pred = append(pred, time.Since(t))
 			dec = append(dec, res.Decode)
 		}
-		fmt.Fprintf(tw, "%s\t%dx%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", arch, s, s, *batch,
+		tab.row(arch, fmt.Sprintf("%dx%d", s, s), fmt.Sprint(*batch),
 			round(first), round(encMed), round(encBest), round(decFirst), round(median(dec)), round(median(pred)), peakRSS())
-		tw.Flush()
 	}
 	return nil
+}
+
+// buildSettings describes how the running binary was built, from its build
+// information (not from the environment, which need not be the build's):
+// the Go version, GOEXPERIMENT (simd makes the pure-Go backend ~30x
+// faster) and the architecture level (GOAMD64, GOARM64, ...).
+func buildSettings() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return runtime.Version() + " (no build information)"
+	}
+	set := map[string]string{}
+	for _, s := range bi.Settings {
+		set[s.Key] = s.Value
+	}
+	exp := set["GOEXPERIMENT"]
+	if exp == "" {
+		exp = "(none: built without simd, the pure-Go backend is ~30x slower)"
+	}
+	parts := []string{strings.SplitN(bi.GoVersion, "-X:", 2)[0], "GOEXPERIMENT=" + exp}
+	for _, k := range []string{"GOAMD64", "GOARM64", "GOARM", "GO386", "GORISCV64", "GOPPC64"} {
+		if v, ok := set[k]; ok {
+			parts = append(parts, k+"="+v)
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// benchTable prints the timing table a row at a time (each as soon as it
+// is measured) with columns wide enough for every row.
+type benchTable struct {
+	w      io.Writer
+	widths []int
+}
+
+var benchColumns = []string{"model", "input", "batch", "encoder first call", "encoder median", "encoder best",
+	"decoder first call", "decoder median/prompt", "predict median/prompt", "peak RSS"}
+
+func newBenchTable(w io.Writer, names []string, cfgs []sam.Config) *benchTable {
+	t := &benchTable{w: w, widths: make([]int, len(benchColumns))}
+	for i, c := range benchColumns {
+		t.widths[i] = max(len(c), len("999.9 ms"))
+	}
+	for i, n := range names {
+		s := cfgs[i].ImageEncoder.ImgSize
+		t.widths[0] = max(t.widths[0], len(n))
+		t.widths[1] = max(t.widths[1], len(fmt.Sprintf("%dx%d", s, s)))
+	}
+	t.row(benchColumns...)
+	return t
+}
+
+func (t *benchTable) row(cells ...string) {
+	var b strings.Builder
+	for i, c := range cells {
+		if i == len(cells)-1 {
+			b.WriteString(c)
+			break
+		}
+		fmt.Fprintf(&b, "%-*s  ", t.widths[i], c)
+	}
+	fmt.Fprintln(t.w, strings.TrimRight(b.String(), " "))
 }
 
 func median(d []time.Duration) time.Duration {

@@ -28,13 +28,13 @@ var evalStdout io.Writer = os.Stdout
 
 func runEval(args []string) error {
 	fs := newFlagSet("eval", "--data DIR --prompt box|point|both [--prompts FILE.json] [--seed N] [--split all|train|val] [--baseline box|ellipse|all|none] [--checkpoint FILE [--arch NAME]] --out DIR")
-	data := fs.String("data", "", "dataset folder in SA-Med2D layout (image2label.json, meta.json, images/, masks/)")
+	data := fs.String("data", "", "dataset folder(s) in SA-Med2D layout (image2label.json, meta.json, images/, masks/); several: comma-separated, merged")
 	prompt := fs.String("prompt", "", "prompt kind: box, point or both (default: the kinds in --prompts, else required)")
 	promptsFile := fs.String("prompts", "", "replay the prompts of an earlier run (its prompts.json)")
 	seed := fs.Int64("seed", 1, "seed of the simulated point prompts")
 	split := fs.String("split", "all", "evaluate all images, or the train or val part of a group split")
-	valFraction := fs.Float64("val-fraction", 0.2, "share of groups (patients/cases) in the val split")
-	splitSeed := fs.Int64("split-seed", 1, "seed of the group split")
+	valFraction := fs.Float64("val-fraction", defaultValFraction, "share of groups (patients/cases) in the val split; the default is train's, so --split val is the part a default training run held out")
+	splitSeed := fs.Int64("split-seed", defaultSplitSeed, "seed of the group split (train's default)")
 	baseline := fs.String("baseline", "all", "trivial baselines added as rows: box, ellipse, all or none")
 	noBaselines := fs.Bool("no-baselines", false, "same as --baseline none")
 	checkpoint := fs.String("checkpoint", "", "model weights to evaluate (SEG-SAM, or SAM / SAM-Med2D: then DSC only); default: the built-in model")
@@ -89,7 +89,11 @@ func runEval(args []string) error {
 		return usageErrorf("nothing to evaluate: --no-model without baselines")
 	}
 
-	ds, err := dataset.Open(*data)
+	sets, err := dataset.OpenEach(*data)
+	if err != nil {
+		return err
+	}
+	ds, err := dataset.Merge(sets...)
 	if err != nil {
 		return err
 	}
@@ -99,7 +103,11 @@ func runEval(args []string) error {
 	switch *split {
 	case "all":
 	case "train", "val":
-		train, val := ds.SplitByGroup(*valFraction, *splitSeed)
+		// Each set split by its own groups, as 'segsam train' splits them.
+		train, val, err := dataset.SplitEach(sets, *valFraction, *splitSeed)
+		if err != nil {
+			return err
+		}
 		ds = train
 		if *split == "val" {
 			ds = val

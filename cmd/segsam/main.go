@@ -57,10 +57,17 @@ func newFlagSet(name, synopsis string) *flag.FlagSet {
 
 var synopses = map[*flag.FlagSet]string{}
 
-// printHelp prints a command's synopsis and flags to stderr.
+// printHelp prints a command's synopsis and flags (if it has any) to
+// stderr.
 func printHelp(fs *flag.FlagSet) {
-	fmt.Fprintf(os.Stderr, "usage: %s %s\n\nflags:\n", fs.Name(), synopses[fs])
-	fs.SetOutput(os.Stderr)
+	fmt.Fprintf(stderr, "usage: %s %s\n", fs.Name(), synopses[fs])
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	if n == 0 {
+		return
+	}
+	fmt.Fprint(stderr, "\nflags:\n")
+	fs.SetOutput(stderr)
 	fs.PrintDefaults()
 	fs.SetOutput(io.Discard)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"image"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/segsam/segsam/models"
 	"github.com/segsam/segsam/npy"
 	"github.com/segsam/segsam/sam"
 	"github.com/segsam/segsam/segsam"
@@ -71,7 +73,7 @@ type timings struct {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func runPredict(args []string) error {
-	fs := newFlagSet("predict", "--checkpoint FILE [--arch NAME | --config FILE.json] --image IMAGE [--point X,Y[,LABEL]]... [--box X0,Y0,X1,Y1]... [--mask-input FILE.npy] [--multimask] --out DIR")
+	fs := newFlagSet("predict", "--checkpoint FILE [--arch NAME | --config FILE.json] --image IMAGE [--point X,Y[,LABEL]]... [--box X0,Y0,X1,Y1]... [--mask-input FILE.npy] [--multimask] --out DIR\n\nPrompt "+coordinateRule+".")
 	var mf modelFlags
 	mf.register(fs)
 	var points pointFlags
@@ -79,8 +81,8 @@ func runPredict(args []string) error {
 	imagePath := fs.String("image", "", "input image: PNG, JPEG, .npy (H×W×3 uint8), or a volume (NIfTI .nii/.nii.gz, DICOM folder) with --slice")
 	slice := fs.String("slice", "", "for a volume: the slice to segment, AXIS:INDEX (axial, coronal, sagittal)")
 	window := fs.String("window", "auto", "for a volume: intensity window: soft, lung, bone, brain, L,W, pLO,HI or auto")
-	fs.Var(&points, "point", "a click X,Y[,LABEL] in image pixels; LABEL 1 positive (default) or 0 negative; repeatable")
-	fs.Var(&boxes, "box", "a box X0,Y0,X1,Y1 in image pixels; repeatable (one prediction per box)")
+	fs.Var(&points, "point", "a click X,Y[,LABEL] in image pixels (see below); LABEL 1 positive (default) or 0 negative; repeatable")
+	fs.Var(&boxes, "box", "a box X0,Y0,X1,Y1 in image pixels (see below); repeatable (one prediction per box)")
 	maskInput := fs.String("mask-input", "", "low-res mask logits from a previous run (.npy, [1,4g,4g] or [4g,4g])")
 	multimask := fs.Bool("multimask", false, "return 3 candidate masks (SAM) / the best of 3 (SAM-Med2D)")
 	out := fs.String("out", "", "output folder (created)")
@@ -117,7 +119,7 @@ func runPredict(args []string) error {
 	}
 	// Check the prompt before the (slow) encoder runs.
 	if err := m.ValidatePrompt(pr, img.H, img.W); err != nil {
-		return usageErrorf("%v", err)
+		return usageErrorf("%v (%s)", err, coordinateRule)
 	}
 	if err := p.SetImage(img); err != nil {
 		return err
@@ -130,7 +132,7 @@ func runPredict(args []string) error {
 		return err
 	}
 	info := predictResult{
-		Checkpoint: mf.checkpoint, Arch: archName(p), Family: m.Config.Family, Image: *imagePath,
+		Checkpoint: checkpointName(mf.checkpoint), Arch: archName(p), Family: m.Config.Family, Image: *imagePath,
 		Width: img.W, Height: img.H, Prompts: res.B, MasksPer: res.C, LowResSize: res.LowResSize,
 		TimingsMS: timings{Load: ms(load), Encode: ms(p.SAM.Encode), Decode: ms(res.Decode), Post: ms(res.Post)},
 		Points:    points, Boxes: boxes, MaskInput: *maskInput, Multimask: *multimask, Slice: *slice,
@@ -200,11 +202,7 @@ func runPredict(args []string) error {
 			return err
 		}
 	}
-	data, err := json.MarshalIndent(info, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(*out, "result.json"), append(data, '\n'), 0o644); err != nil {
+	if err := writeResultJSON(filepath.Join(*out, "result.json"), info); err != nil {
 		return err
 	}
 	for b := 0; b < res.B; b++ {
@@ -218,6 +216,34 @@ func runPredict(args []string) error {
 	}
 	fmt.Printf("wrote %s (encode %.0f ms, decode %.1f ms)\n", *out, ms(p.SAM.Encode), ms(res.Decode))
 	return nil
+}
+
+// coordinateRule is the prompt coordinate convention, for -h and errors.
+const coordinateRule = "coordinates are original-image pixels, x right, y down, any real value in [0, width] x [0, height], both edges included; " +
+	"as in the official SAM predictor an integer x names pixel column x (the model adds 0.5 to reach its centre)"
+
+// builtinCheckpoint names the built-in model in result.json.
+const builtinCheckpoint = "built-in:" + models.DefaultName
+
+// checkpointName is the checkpoint recorded in result.json.
+func checkpointName(path string) string {
+	if path == "" {
+		return builtinCheckpoint
+	}
+	return path
+}
+
+// writeResultJSON writes v indented, without HTML escaping (a rule reads
+// "> 0", not "\u003e 0").
+func writeResultJSON(path string, v any) error {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	return os.WriteFile(path, b.Bytes(), 0o644)
 }
 
 // writeMaskPNG writes a binary mask as an 8-bit PNG (0 / 255) and returns its

@@ -128,6 +128,9 @@ func TestPredictErrors(t *testing.T) {
 		{"missing image", []string{"--checkpoint", ckpt, "--config", cfg, "--image", filepath.Join(tmp, "none.png"), "--point", "5,5"}, 1, "no such file"},
 		{"unreadable image", []string{"--checkpoint", ckpt, "--config", cfg, "--image", notImage, "--point", "5,5"}, 1, "notes.png"},
 		{"point outside", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--point", "141,5"}, 2, "outside the 140x100 image"},
+		{"point half a pixel outside", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--point", "140.5,5"}, 2, "[0, width] x [0, height], both edges included"},
+		{"unknown format names volumes", []string{"--checkpoint", ckpt, "--config", cfg, "--image", notImage, "--point", "5,5"}, 1, "NIfTI .nii/.nii.gz or DICOM, with --slice"},
+		{"slice of a 2-D image", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--slice", "axial:3", "--point", "5,5"}, 2, "--slice is for volumes (NIfTI, DICOM)"},
 		{"box outside", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--box", "-1,0,20,20"}, 2, "outside"},
 		{"inverted box", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--box", "50,50,20,20"}, 2, "x0 <= x1"},
 		{"bad label", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--point", "5,5,2"}, 2, "label must be 1"},
@@ -209,6 +212,11 @@ func TestPredictBuiltinSEGSAM(t *testing.T) {
 	if len(res.Objects) != 1 || res.Objects[0].Class == "" || res.Objects[0].Confidence <= 0 || res.Objects[0].Confidence > 1 {
 		t.Errorf("objects %+v", res.Objects)
 	}
+	// The built-in model is named, and the rule is not HTML-escaped.
+	if !strings.Contains(string(data), `"checkpoint": "built-in:segsam_small"`) || strings.Contains(string(data), `\u003c`) ||
+		!strings.Contains(string(data), `"binary_rule": "mask_<i>.png pixel is on where the logit in masks.npy is > 0`) {
+		t.Errorf("result.json: %s", data)
+	}
 	if len(res.Semantic) != 1 || len(res.Presence) != 1 || len(res.Presence[0]) != len(res.Classes) {
 		t.Errorf("semantic %v, presence %d×%d for %d classes", res.Semantic, len(res.Presence), len(res.Presence[0]), len(res.Classes))
 	}
@@ -216,5 +224,26 @@ func TestPredictBuiltinSEGSAM(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// TestPredictPointEdges: prompt coordinates are continuous in [0, W] x
+// [0, H], both edges included, as -h says; integers and fractions alike.
+func TestPredictPointEdges(t *testing.T) {
+	dir := filepath.Join(fixtures, "sam_tiny")
+	base := []string{"predict", "--checkpoint", filepath.Join(dir, "sam_tiny.pth"), "--config", filepath.Join(dir, "config.json"),
+		"--image", filepath.Join(dir, "image.png"), "--out", t.TempDir()}
+	for _, pt := range []string{"140,100", "139.5,99.5", "0,0", "0.25,50"} {
+		if code, msg := runCLI(t, append(base, "--point", pt)...); code != 0 {
+			t.Errorf("--point %s on the 140x100 image: exit %d: %s", pt, code, msg)
+		}
+	}
+	for _, pt := range []string{"140.5,10", "-0.5,10", "10,100.01"} {
+		if code, msg := runCLI(t, append(base, "--point", pt)...); code != 2 || !strings.Contains(msg, "outside") {
+			t.Errorf("--point %s on the 140x100 image: exit %d: %s", pt, code, msg)
+		}
+	}
+	if code, msg := runCLI(t, "predict", "-h"); code != 0 || !strings.Contains(msg, "[0, width] x [0, height], both edges included") {
+		t.Errorf("predict -h: exit %d: %s", code, msg)
 	}
 }

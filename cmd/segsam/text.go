@@ -42,7 +42,7 @@ func runText(args []string) error {
 	}
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
-		fmt.Fprintf(os.Stderr, "usage: segsam text %s\n", textSynopsis)
+		fmt.Fprintf(stderr, "usage: segsam text %s\n", textSynopsis)
 		return flag.ErrHelp
 	case "list":
 		return textList(args[1:])
@@ -85,7 +85,7 @@ func textList(args []string) error {
 }
 
 func textShow(args []string) error {
-	fs := newFlagSet("text show", "CLASS")
+	fs := newFlagSet("text show", "CLASS\n\nPrints a class (canonical name or alias, see 'segsam text list --aliases'): its\ncategory, modalities, aliases and the texture, shape and position description\nthat 'segsam text embed' embeds.")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			printHelp(fs)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -28,10 +29,10 @@ func init() {
 
 func runTrain(args []string) error {
 	fs := newFlagSet("train", "--data DIR [--val DIR] [--init CHECKPOINT] (--arch NAME | --config FILE) [--variant seg_sam] [--text-embeddings FILE] --out RUN_DIR")
-	data := fs.String("data", "", "training set in SA-Med2D layout")
-	val := fs.String("val", "", "validation set (default: a split of --data by patient/volume group)")
-	valFraction := fs.Float64("val-fraction", 0.15, "without --val: share of groups held out for validation (0: none)")
-	splitSeed := fs.Int64("split-seed", 1, "seed of the group split")
+	data := fs.String("data", "", "training set(s) in SA-Med2D layout (several: comma-separated, merged)")
+	val := fs.String("val", "", "validation set(s), comma-separated, used whole (with --val-fraction also given, added to the split)")
+	valFraction := fs.Float64("val-fraction", defaultValFraction, "share of each --data set's groups (patients, cases) held out for validation, each set split by its own groups (0: none; default 0 when --val is given)")
+	splitSeed := fs.Int64("split-seed", defaultSplitSeed, "seed of the group split")
 	initCkpt := fs.String("init", "", "start from these weights: an official SAM / SAM-Med2D .pth (its SAM part) or a segsam checkpoint")
 	arch := fs.String("arch", "", "SAM architecture preset: "+strings.Join(sam.PresetNames(), ", "))
 	config := fs.String("config", "", "SAM architecture as a JSON config")
@@ -43,7 +44,12 @@ func runTrain(args []string) error {
 	halve := fs.String("halve-at", "5,10", "epochs after which the learning rate halves (comma-separated; \"\" for none)")
 	images := fs.Int("images-per-step", 2, "images per optimisation step")
 	objects := fs.Int("objects-per-image", 5, "prompted objects per image per step")
-	boxFraction := fs.Float64("box-fraction", 0.5, "share of box prompts (the rest are single points)")
+	boxFraction := fs.Float64("box-fraction", 0.5, "share of box prompts (the rest are single points; 0: points only)")
+	augment := fs.Bool("augment", false, "augment each training image per step: zoom/shift, flips where anatomy allows, contrast/brightness/gamma (needs --train-encoder full or adapters)")
+	balance := fs.Bool("balance", false, "draw images with each dataset weighted by 1/sqrt(its size) and prefer objects of rare classes")
+	boxPrior := fs.Bool("box-prior", false, "add the ellipse inscribed in a box prompt to both decoders' mask logits, with a learned scale (segsam's addition for small models trained from scratch)")
+	textLiteral := fs.Bool("text-literal", false, "T2VSE as eq. 9 reads literally: the prompt tokens join only its cross-attention, so its summary token ignores the prompt (an ablation; default: they join its self-attention)")
+	initMatching := fs.Bool("init-matching", false, "with --init of a segsam checkpoint of another configuration (vocabulary, parts): take every weight whose name and shape fit, initialise the rest")
 	seed := fs.Int64("seed", 1, "seed of initialisation and sampling (a run is repeatable)")
 	encoder := fs.String("train-encoder", "frozen", "image encoder: frozen (paper; embeddings cached), adapters (SAM-Med2D adapters train) or full")
 	cache := fs.String("cache", "", "embedding cache folder (default RUN_DIR/embedding-cache)")
@@ -51,6 +57,8 @@ func runTrain(args []string) error {
 	focal := fs.Float64("focal-weight", segsam.DefaultLossWeights.Focal, "weight of Dec_sag's focal loss (SAM: 20)")
 	dice := fs.Float64("dice-weight", segsam.DefaultLossWeights.Dice, "weight of Dec_sag's dice loss (SAM: 1)")
 	presence := fs.Float64("presence-weight", segsam.DefaultLossWeights.Presence, "λ, weight of the class-presence BCE (paper: 10)")
+	semBCE := fs.Float64("sem-bce-weight", 0, "weight of a pixel BCE on Dec_saw's mask beside its dice (Mask2Former's mask loss; the paper: 0)")
+	sawFromSag := fs.Bool("init-saw-from-sag", false, "start Dec_saw's transformer, upscaling and hypernetwork from Dec_sag's weights (fine-tuning from SAM / SAM-Med2D)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -94,18 +102,35 @@ func runTrain(args []string) error {
 		return usageErrorf("--epochs, --images-per-step, --objects-per-image, --lr must be positive and --box-fraction in [0,1]")
 	}
 
-	trainSet, err := dataset.Open(*data)
+	sets, err := dataset.OpenEach(*data)
 	if err != nil {
 		return err
 	}
-	var valSet *dataset.Dataset
-	switch {
-	case *val != "":
-		if valSet, err = dataset.Open(*val); err != nil {
+	// Validation: a split of each --data set by its own groups (unless
+	// --val is given without --val-fraction), plus the --val sets whole.
+	fraction := *valFraction
+	if *val != "" && !flagGiven(fs, "val-fraction") {
+		fraction = 0
+	}
+	var trainSet, valSet *dataset.Dataset
+	if fraction > 0 {
+		if trainSet, valSet, err = dataset.SplitEach(sets, fraction, *splitSeed); err != nil {
 			return err
 		}
-	case *valFraction > 0:
-		trainSet, valSet = trainSet.SplitByGroup(*valFraction, *splitSeed)
+	} else if trainSet, err = dataset.Merge(sets...); err != nil {
+		return err
+	}
+	if *val != "" {
+		extra, err := dataset.OpenEach(*val)
+		if err != nil {
+			return err
+		}
+		if valSet != nil {
+			extra = append([]*dataset.Dataset{valSet}, extra...)
+		}
+		if valSet, err = dataset.Merge(extra...); err != nil {
+			return err
+		}
 	}
 	if len(trainSet.Images) == 0 {
 		return fmt.Errorf("training set %s is empty", *data)
@@ -144,6 +169,21 @@ func runTrain(args []string) error {
 		return usageErrorf("loss weights must not be negative")
 	}
 	cfg.Loss.Focal, cfg.Loss.Dice, cfg.Loss.Presence = *focal, *dice, *presence
+	cfg.Parts.BoxPrior = *boxPrior
+	if *semBCE < 0 {
+		return usageErrorf("--sem-bce-weight must not be negative")
+	}
+	cfg.Loss.SemBCE = *semBCE
+	if *textLiteral {
+		cfg.Parts.PromptAwareText = false
+	}
+	if *augment && mode == train.EncoderFrozen {
+		return usageErrorf("--augment needs --train-encoder full or adapters (a frozen encoder's embeddings are computed once)")
+	}
+	boxShare := *boxFraction
+	if boxShare == 0 {
+		boxShare = train.PointsOnly
+	}
 	if text != nil {
 		cfg.Text = segsam.TextIdentity{Provider: text.Provider, Model: text.Model, Fingerprint: text.Fingerprint(), KnowledgeVersion: text.KnowledgeVersion}
 	}
@@ -153,10 +193,15 @@ func runTrain(args []string) error {
 	res, err := train.Run(ctx, train.Options{
 		Train: trainSet, Val: valSet, Model: cfg, Init: *initCkpt, Text: text, Out: *out,
 		Epochs: *epochs, LearningRate: *lr, HalveAt: halveAt, ImagesPerStep: *images, ObjectsPerImage: *objects,
-		BoxFraction: *boxFraction, Seed: *seed, Encoder: mode, CacheDir: *cache, MaxStepsPerEpoch: *maxSteps, Log: os.Stderr,
+		BoxFraction: boxShare, Seed: *seed, Encoder: mode, CacheDir: *cache, MaxStepsPerEpoch: *maxSteps, Log: os.Stderr,
+		Augment: *augment, Balance: *balance, InitMatching: *initMatching, SemanticFromBinary: *sawFromSag,
 	})
 	if err != nil {
 		return err
+	}
+	if res.Finished {
+		fmt.Printf("%s already finished; nothing trained\n", res.Checkpoint)
+		return nil
 	}
 	fmt.Printf("wrote %s (%.1f objects/s)\n", res.Checkpoint, res.ObjectsPerSecond)
 	return nil
@@ -180,4 +225,15 @@ func mergeClasses(a, b []string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// flagGiven reports whether the command line set the flag.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			given = true
+		}
+	})
+	return given
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"os"
 
 	"github.com/segsam/segsam/medimg"
@@ -15,12 +17,29 @@ func readInputImage(path, slice, window string) (transform.Image, error) {
 		isVolume = true
 	}
 	if !isVolume && slice == "" {
-		if img, err := transform.ReadImage(path); err == nil {
+		img, err := transform.ReadImage(path)
+		if err == nil {
 			return img, nil
-		} else if _, verr := medimg.ReadVolume(path); verr != nil {
-			return transform.Image{}, err // not a volume either: the image error says why
+		}
+		if _, verr := medimg.ReadVolume(path); verr != nil {
+			// Not a volume either: the image error says why.
+			if errors.Is(err, transform.ErrUnknownFormat) {
+				return transform.Image{}, fmt.Errorf("read image %s: unknown format (want PNG, JPEG or .npy, or a volume: NIfTI .nii/.nii.gz or DICOM, with --slice)", path)
+			}
+			return transform.Image{}, err
 		}
 		return transform.Image{}, usageErrorf("%s is a volume: give the slice to segment with --slice AXIS:INDEX (e.g. axial:40)", path)
+	}
+	var vol *medimg.Volume
+	if !isVolume {
+		// --slice with a file that may be a DICOM file or a 2-D image.
+		var verr error
+		if vol, verr = medimg.ReadVolume(path); verr != nil {
+			if _, ierr := transform.ReadImage(path); ierr == nil {
+				return transform.Image{}, usageErrorf("--slice is for volumes (NIfTI, DICOM); %s is a 2-D image: drop --slice", path)
+			}
+			return transform.Image{}, fmt.Errorf("read %s: not an image segsam reads (PNG, JPEG or .npy; with --slice a NIfTI or DICOM volume): %v", path, verr)
+		}
 	}
 	if slice == "" {
 		return transform.Image{}, usageErrorf("%s is a volume: give the slice to segment with --slice AXIS:INDEX (e.g. axial:40)", path)
@@ -33,9 +52,10 @@ func readInputImage(path, slice, window string) (transform.Image, error) {
 	if err != nil {
 		return transform.Image{}, usageErrorf("--window: %v", err)
 	}
-	vol, err := medimg.ReadVolume(path)
-	if err != nil {
-		return transform.Image{}, err
+	if vol == nil {
+		if vol, err = medimg.ReadVolume(path); err != nil {
+			return transform.Image{}, err
+		}
 	}
 	gray, _, err := vol.Slice8(spec, win)
 	if err != nil {

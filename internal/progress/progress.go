@@ -1,7 +1,8 @@
 // Package progress draws a one-line progress bar for long-running commands:
 // count, percent, rate and estimated time left. On a terminal the line is
 // rewritten in place with a carriage return; on anything else (a log file,
-// a pipe) a plain line is printed now and then, so logs stay readable.
+// a pipe) a plain line is printed every few seconds at most, so logs stay
+// readable.
 package progress
 
 import (
@@ -26,24 +27,23 @@ type Bar struct {
 	n         int
 	start     time.Time
 	lastDraw  time.Time
-	lastPct   int
 	done      bool
 	lineWidth int
 	status    string
 }
 
 // Redraw intervals: how often a terminal line is rewritten, and how often a
-// plain line is printed at most (plain lines are also printed every 10%).
+// plain line is printed at most (the final line is always printed).
 const (
 	terminalInterval = 100 * time.Millisecond
-	plainInterval    = 10 * time.Second
+	plainInterval    = 5 * time.Second
 )
 
 // New returns a bar counting to total (0 or less when the total is not
 // known) that writes to w, prefixing its line with label. Whether w is a
 // terminal is detected for *os.File; set it with SetTerminal otherwise.
 func New(w io.Writer, total int, label string) *Bar {
-	b := &Bar{w: w, total: total, label: label, now: time.Now, lastPct: -1}
+	b := &Bar{w: w, total: total, label: label, now: time.Now}
 	if f, ok := w.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
 			b.terminal = true
@@ -93,12 +93,13 @@ func (b *Bar) Add(n int) {
 		}
 		return
 	}
-	pct := -1
-	if b.total > 0 {
-		pct = 10 * b.n / b.total * 10 // whole tens of percent
+	// Plain output: a line when plainInterval has passed since the last
+	// one (or since the start), never one per update.
+	last := b.lastDraw
+	if last.IsZero() {
+		last = b.start
 	}
-	if (pct >= 0 && pct != b.lastPct && b.n < b.total) || now.Sub(b.lastDraw) >= plainInterval {
-		b.lastPct = pct
+	if now.Sub(last) >= plainInterval && (b.total <= 0 || b.n < b.total) {
 		b.draw(now, false)
 	}
 }

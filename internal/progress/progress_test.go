@@ -32,8 +32,9 @@ func TestPlainLines(t *testing.T) {
 	}
 	b.Done()
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
-	// One line per 10% step (0%..90%) plus the final line.
-	if len(lines) != 11 {
+	// One line every 5 s (updates 1 s apart: after 5, 10, ..., 35 s) plus
+	// the final line; never one per update.
+	if len(lines) != 8 {
 		t.Fatalf("%d lines:\n%s", len(lines), buf.String())
 	}
 	if strings.Contains(buf.String(), "\r") {
@@ -47,6 +48,19 @@ func TestPlainLines(t *testing.T) {
 	}
 	if !strings.Contains(lines[2], "ETA") {
 		t.Errorf("line %q lacks an ETA", lines[2])
+	}
+}
+
+// TestPlainFastUpdates: many quick updates of a small total print no
+// line per update, only the final one.
+func TestPlainFastUpdates(t *testing.T) {
+	b, buf := newTest(4, false, 100*time.Millisecond)
+	for i := 0; i < 4; i++ {
+		b.Add(1)
+	}
+	b.Done()
+	if got := strings.Count(buf.String(), "\n"); got != 1 || !strings.Contains(buf.String(), "4/4 100%") {
+		t.Errorf("%d lines: %q", got, buf.String())
 	}
 }
 

@@ -116,7 +116,7 @@ func finish(job Job, names *LabelNames) Job {
 			job.Modality = names.Volumes[filepath.Base(job.Volume)].Modality
 		}
 		if job.Labels != "" {
-			job.Names = names.NamesFor(job.Labels)
+			job.Names, job.namesNote = names.namesForJob(job.Volume, job.Labels)
 		}
 	}
 	return job

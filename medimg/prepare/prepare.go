@@ -8,6 +8,7 @@ package prepare
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"github.com/segsam/segsam/dataset"
 	"github.com/segsam/segsam/internal/progress"
 	"github.com/segsam/segsam/medimg"
+	xdraw "golang.org/x/image/draw"
 )
 
 // DefaultMinMaskFraction is the smallest mask kept, as a fraction of the
@@ -36,13 +38,34 @@ type Job struct {
 	// Modality is the volume's modality (CT, MR, PET, ...); when empty the
 	// modality recorded in the file (DICOM) is used.
 	Modality string
-	// Names maps label values to class names; values without a name
-	// become "label_<value>".
+	// Names maps label values to class names. A label value without a
+	// name is an error (wrapping ErrUnnamed) unless IgnoreUnnamed or
+	// Options.AllowUnnamed is set; with AllowUnnamed its masks are named
+	// "label_<value>".
 	Names map[int]string
 	// Name is the prefix of the image names; defaults to the volume's file
 	// name without extension.
 	Name string
+	// IgnoreUnnamed treats label values that Names does not list as
+	// background instead of naming them "label_<value>".
+	IgnoreUnnamed bool
+
+	// Optional meta.json fields of the images; each, when empty, keeps its
+	// default (Group: Name; Source: Volume; MaskSource: Labels; Dataset:
+	// "segsam prepare"; License: none). Extra entries are added to each
+	// image's "extra" record.
+	Group, Source, MaskSource, Dataset, License string
+	Extra                                       map[string]any
+
+	// namesNote says why Names is nil although a class-name file was
+	// given (for the error message).
+	namesNote string
 }
+
+// ErrUnnamed is wrapped by Run's error when a label map holds values
+// without a class name and neither Job.IgnoreUnnamed nor
+// Options.AllowUnnamed is set.
+var ErrUnnamed = errors.New("label values without a class name")
 
 // Options control slicing.
 type Options struct {
@@ -61,6 +84,17 @@ type Options struct {
 	Progress io.Writer
 	// Warn receives warnings (unnamed label values); nil for none.
 	Warn io.Writer
+	// AllowUnnamed names label values that have no class name
+	// "label_<value>", with one warning per label map listing them,
+	// instead of failing.
+	AllowUnnamed bool
+	// MaxSide, when positive, downscales slices whose longer side exceeds
+	// it to that size (images by Catmull-Rom, label maps by nearest
+	// neighbour; never upscaled). 0 keeps the square-pixel size.
+	MaxSide int
+	// SliceEvery, when above 1, keeps only every k-th slice (index 0, k,
+	// 2k, ...) along each axis.
+	SliceEvery int
 }
 
 // Stats counts what Run wrote and skipped.
@@ -127,6 +161,9 @@ func runJob(w *dataset.Writer, job Job, axes []medimg.Axis, win medimg.Window, m
 			return fmt.Errorf("label map %s is not on the grid of %s: voxel-to-world transforms differ (%v vs %v)",
 				job.Labels, job.Volume, lab.Affine, vol.Affine)
 		}
+		if err := checkNames(job, lab, opts); err != nil {
+			return err
+		}
 	}
 	lo, hi, err := win.Range(vol)
 	if err != nil {
@@ -149,13 +186,22 @@ func runJob(w *dataset.Writer, job Job, axes []medimg.Axis, win medimg.Window, m
 		bar = progress.New(opts.Progress, total, counter+" "+name)
 	}
 	defer bar.Done()
-	warned := map[int32]bool{}
 	for _, axis := range axes {
 		for idx := 0; idx < vol.NumSlices(axis); idx++ {
+			if opts.SliceEvery > 1 && idx%opts.SliceEvery != 0 {
+				bar.Add(1)
+				continue
+			}
 			spec := medimg.SliceSpec{Axis: axis, Index: idx}
 			img, info, err := vol.Slice8(spec, fixed)
 			if err != nil {
 				return fmt.Errorf("%s: %w", job.Volume, err)
+			}
+			srcW, srcH := info.Width, info.Height
+			if opts.MaxSide > 0 && max(info.Width, info.Height) > opts.MaxSide {
+				img = downscaleGray(img, opts.MaxSide)
+				info.PixelSpacing *= float64(srcW) / float64(img.Rect.Dx())
+				info.Width, info.Height = img.Rect.Dx(), img.Rect.Dy()
 			}
 			var masks []dataset.Mask
 			if lab != nil {
@@ -163,16 +209,22 @@ func runJob(w *dataset.Writer, job Job, axes []medimg.Axis, win medimg.Window, m
 				if err != nil {
 					return fmt.Errorf("%s: %w", job.Labels, err)
 				}
+				if info.Width != srcW || info.Height != srcH {
+					labels = nearestLabels(labels, srcW, srcH, info.Width, info.Height)
+				}
+				if job.IgnoreUnnamed && job.Names != nil {
+					for i, v := range labels {
+						if _, ok := job.Names[int(v)]; !ok {
+							labels[i] = 0
+						}
+					}
+				}
 				var dropped int
 				masks, dropped = SplitMasks(labels, info.Width, info.Height, minFrac, func(v int32) string {
 					if n, ok := job.Names[int(v)]; ok {
 						return n
 					}
-					if job.Names != nil && !warned[v] && opts.Warn != nil {
-						fmt.Fprintf(opts.Warn, "warning: %s: label value %d has no class name; using label_%d\n", job.Labels, v, v)
-					}
-					warned[v] = true
-					return fmt.Sprintf("label_%d", v)
+					return fmt.Sprintf("label_%d", v) // allowed by checkNames
 				})
 				st.SmallDropped += dropped
 			}
@@ -184,10 +236,11 @@ func runJob(w *dataset.Writer, job Job, axes []medimg.Axis, win medimg.Window, m
 			imgName := fmt.Sprintf("%s_%s_%03d", name, axis, idx)
 			meta := dataset.ImageMeta{
 				Modality:     canon,
-				Group:        name,
-				Source:       job.Volume,
-				Dataset:      "segsam prepare",
-				MaskSource:   job.Labels,
+				Group:        orDefault(job.Group, name),
+				Source:       orDefault(job.Source, job.Volume),
+				Dataset:      orDefault(job.Dataset, "segsam prepare"),
+				License:      job.License,
+				MaskSource:   orDefault(job.MaskSource, job.Labels),
 				OriginalSize: [2]int{info.SourceWidth, info.SourceHeight},
 				Extra: map[string]any{
 					"axis":              axis.String(),
@@ -199,6 +252,9 @@ func runJob(w *dataset.Writer, job Job, axes []medimg.Axis, win medimg.Window, m
 					"window_range":      []float64{round4(lo), round4(hi)},
 				},
 			}
+			for k, v := range job.Extra {
+				meta.Extra[k] = v
+			}
 			if err := w.AddImage(imgName, img, meta, masks); err != nil {
 				return err
 			}
@@ -209,6 +265,95 @@ func runJob(w *dataset.Writer, job Job, axes []medimg.Axis, win medimg.Window, m
 			}
 			bar.Add(1)
 		}
+	}
+	return nil
+}
+
+func orDefault(s, def string) string {
+	if s != "" {
+		return s
+	}
+	return def
+}
+
+// downscaleGray resizes g so that its longer side is maxSide.
+func downscaleGray(g *image.Gray, maxSide int) *image.Gray {
+	w, h := g.Rect.Dx(), g.Rect.Dy()
+	nw, nh := FitSize(w, h, maxSide)
+	out := image.NewGray(image.Rect(0, 0, nw, nh))
+	xdraw.CatmullRom.Scale(out, out.Rect, g, g.Rect, xdraw.Src, nil)
+	return out
+}
+
+// FitSize returns the size of a w x h image scaled so that its longer side
+// is at most maxSide (never upscaled; each side at least 1).
+func FitSize(w, h, maxSide int) (int, int) {
+	if maxSide <= 0 || max(w, h) <= maxSide {
+		return w, h
+	}
+	s := float64(maxSide) / float64(max(w, h))
+	return max(1, int(math.Round(float64(w)*s))), max(1, int(math.Round(float64(h)*s)))
+}
+
+// nearestLabels resamples a w x h label plane to W x H by nearest
+// neighbour (pixel centres aligned).
+func nearestLabels(src []int32, w, h, W, H int) []int32 {
+	out := make([]int32, W*H)
+	for r := 0; r < H; r++ {
+		sr := min(h-1, int((float64(r)+0.5)*float64(h)/float64(H)))
+		for c := 0; c < W; c++ {
+			sc := min(w-1, int((float64(c)+0.5)*float64(w)/float64(W)))
+			out[r*W+c] = src[sr*w+sc]
+		}
+	}
+	return out
+}
+
+// checkNames fails (or, with opts.AllowUnnamed, warns once, listing the
+// values in increasing order) when the label map holds values that
+// job.Names does not name. Job.IgnoreUnnamed (with names) drops such
+// values instead.
+func checkNames(job Job, lab *medimg.Volume, opts Options) error {
+	if job.IgnoreUnnamed && job.Names != nil {
+		return nil
+	}
+	present := map[int]bool{}
+	for _, v := range lab.Data {
+		if l := int(v); l != 0 {
+			present[l] = true
+		}
+	}
+	var missing []int
+	for v := range present {
+		if _, ok := job.Names[v]; !ok {
+			missing = append(missing, v)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	sort.Ints(missing)
+	values := make([]string, len(missing))
+	for i, v := range missing {
+		values[i] = strconv.Itoa(v)
+	}
+	list := strings.Join(values, ", ")
+	if len(values) > 12 {
+		list = strings.Join(values[:12], ", ") + fmt.Sprintf(", ... (%d in all)", len(values))
+	}
+	why := ""
+	switch {
+	case job.namesNote != "":
+		why = " (" + job.namesNote + ")"
+	case job.Names == nil:
+		why = " (no class names were given for it)"
+	}
+	if !opts.AllowUnnamed {
+		return fmt.Errorf("%s: %w: %s%s", job.Labels, ErrUnnamed, list, why)
+	}
+	if opts.Warn != nil {
+		fmt.Fprintf(opts.Warn, "WARNING: %s: label values %s have no class name%s; their masks are named label_<value>, which 'segsam text embed' cannot describe\n",
+			job.Labels, list, why)
 	}
 	return nil
 }
@@ -289,6 +434,7 @@ func ReadLabelNames(path string) (*LabelNames, error) {
 		return nil, fmt.Errorf("read label names %s: %w", path, err)
 	}
 	ln.dir = filepath.Dir(path)
+	ln.path = path
 	return ln, nil
 }
 
@@ -302,6 +448,7 @@ type LabelNames struct {
 	// object (label file and modality), by the volume's base name.
 	Volumes map[string]VolumeEntry
 	dir     string
+	path    string
 }
 
 // VolumeEntry is a volume's record in a labels.json.
@@ -310,15 +457,62 @@ type VolumeEntry struct {
 	Modality string `json:"modality"`
 }
 
-// NamesFor returns the class names for a label file.
+// NamesFor returns the class names for a label file: the PerFile entry
+// of its base name (or of the same name with another NIfTI extension,
+// ".nii" for ".nii.gz"), else Default; nil when neither applies.
 func (ln *LabelNames) NamesFor(labelPath string) map[int]string {
 	if ln == nil {
 		return nil
 	}
-	if m, ok := ln.PerFile[filepath.Base(labelPath)]; ok {
+	base := filepath.Base(labelPath)
+	if m, ok := ln.PerFile[base]; ok {
 		return m
 	}
+	stem := rawStem(base)
+	keys := make([]string, 0, len(ln.PerFile))
+	for k := range ln.PerFile {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if rawStem(k) == stem {
+			return ln.PerFile[k]
+		}
+	}
 	return ln.Default
+}
+
+// namesForJob returns the class names for a volume's label map: NamesFor
+// the label file, else the PerFile entry of the label file that the
+// volume's "volumes" record names (the label map may have been renamed).
+// When there are none, it returns a note saying why, for error messages.
+func (ln *LabelNames) namesForJob(volume, labels string) (map[int]string, string) {
+	if m := ln.NamesFor(labels); m != nil {
+		return m, ""
+	}
+	if e, ok := ln.Volumes[filepath.Base(volume)]; ok && e.Label != "" {
+		if m := ln.NamesFor(e.Label); m != nil {
+			return m, ""
+		}
+	}
+	file := "the class-name file"
+	if ln.path != "" {
+		file = filepath.Base(ln.path)
+	}
+	if len(ln.PerFile) == 0 {
+		return nil, file + " holds no class names"
+	}
+	keys := make([]string, 0, len(ln.PerFile))
+	for k := range ln.PerFile {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if len(keys) > 4 {
+		keys = append(keys[:4], "...")
+	}
+	base := filepath.Base(labels)
+	return nil, fmt.Sprintf(`%s names the classes of %s, not of %s: add "%s": {"1": "name", ...} under its "labels", or give a plain {"1": "name", ...} map`,
+		file, strings.Join(keys, ", "), base, base)
 }
 
 func parseLabelNames(b []byte) (*LabelNames, error) {

@@ -1,6 +1,7 @@
 package prepare
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -82,6 +83,8 @@ func TestReadLabelNames(t *testing.T) {
 		{"list", `["background", "liver", "", "spleen"]`, "x.nii", map[int]string{1: "liver", 3: "spleen"}, ""},
 		{"labels object", `{"labels": {"5": "kidney"}}`, "x.nii", map[int]string{5: "kidney"}, ""},
 		{"per file", `{"labels": {"a_label.nii.gz": {"1": "aorta"}, "b.nii": {"1": "lung"}}}`, "/d/b.nii", map[int]string{1: "lung"}, ""},
+		{"per file, other extension", `{"labels": {"a_label.nii.gz": {"1": "aorta"}, "b.nii": {"1": "lung"}}}`, "/d/a_label.nii", map[int]string{1: "aorta"}, ""},
+		{"per file, not listed", `{"labels": {"a_label.nii.gz": {"1": "aorta"}}}`, "/d/c_label.nii.gz", nil, ""},
 		{"bad key", `{"one": "liver"}`, "", nil, "not an integer"},
 		{"not json", `liver=1`, "", nil, "JSON"},
 	}
@@ -100,7 +103,7 @@ func TestReadLabelNames(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := ln.NamesFor(c.file)
-			if fmt.Sprint(got) != fmt.Sprint(c.want) {
+			if fmt.Sprint(got) != fmt.Sprint(c.want) || (c.want == nil) != (got == nil) {
 				t.Errorf("names %v, want %v", got, c.want)
 			}
 		})
@@ -255,9 +258,16 @@ func TestRunFolder(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 	jobs[0].Modality = "CT"
+	// The CT's label map has 41 values, only 5 is named: an error naming
+	// the unnamed values in increasing order, unless allowed.
+	w, _ = dataset.Create(out, dataset.Overwrite())
+	_, err = Run(w, jobs, Options{Axes: []medimg.Axis{medimg.Axial}})
+	if !errors.Is(err, ErrUnnamed) || !strings.Contains(err.Error(), "ct_crop_label.nii.gz: label values without a class name: 1, 2, 3, 4, 6, 7,") {
+		t.Fatalf("error %v", err)
+	}
 	var warn strings.Builder
 	w, _ = dataset.Create(out, dataset.Overwrite())
-	st, err := Run(w, jobs, Options{Axes: []medimg.Axis{medimg.Axial}, Warn: &warn})
+	st, err := Run(w, jobs, Options{Axes: []medimg.Axis{medimg.Axial}, Warn: &warn, AllowUnnamed: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +277,7 @@ func TestRunFolder(t *testing.T) {
 	if st.Volumes != 3 || st.Classes["soft_tissue_sarcoma"] == 0 || st.Classes["liver"] == 0 || st.Classes["label_1"] == 0 {
 		t.Errorf("stats %+v", st)
 	}
-	if !strings.Contains(warn.String(), "label value 1 has no class name") {
+	if !strings.HasPrefix(warn.String(), "WARNING: ") || !strings.Contains(warn.String(), "label values 1, 2, 3, 4, 6, 7,") || strings.Count(warn.String(), "\n") != 1 {
 		t.Errorf("warnings %q", warn.String())
 	}
 	ds, err := dataset.Open(out)
@@ -322,5 +332,26 @@ func TestStemName(t *testing.T) {
 		if got := StemName(in); got != want {
 			t.Errorf("StemName(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestPlanNames finds a label map's class names by the volume's record
+// when the label file was renamed, and otherwise says why there are none.
+func TestPlanNames(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "labels.json")
+	os.WriteFile(p, []byte(`{"volumes": {"ct.nii.gz": {"label": "ct_seg.nii.gz", "modality": "CT"}},
+	  "labels": {"ct_seg.nii.gz": {"1": "spleen"}, "mr_label.nii.gz": {"1": "liver"}}}`), 0o644)
+	ln, err := ReadLabelNames(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, note := ln.namesForJob("/x/ct.nii.gz", "/x/renamed_label.nii.gz")
+	if m[1] != "spleen" || note != "" {
+		t.Errorf("by volume record: %v, %q", m, note)
+	}
+	m, note = ln.namesForJob("/x/pet.nii.gz", "/x/pet_label.nii.gz")
+	if m != nil || !strings.Contains(note, "labels.json names the classes of ct_seg.nii.gz, mr_label.nii.gz, not of pet_label.nii.gz") {
+		t.Errorf("unlisted: %v, %q", m, note)
 	}
 }
