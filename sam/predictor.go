@@ -36,6 +36,16 @@ type Prompt struct {
 	Multimask bool
 }
 
+// Empty reports whether the prompt has no point, no box and no mask input.
+// Predict still answers it, as SamPredictor / SammedPredictor.predict() do
+// with no prompt: the prompt encoder gives an empty sparse embedding
+// [1, 0, C] and the no_mask_embed dense embedding, so the decoder sees only
+// the IoU and mask tokens (the official default, Multimask true, gives SAM's
+// 3 candidates or SAM-Med2D's best of 3).
+func (pr Prompt) Empty() bool {
+	return len(pr.Points) == 0 && len(pr.Boxes) == 0 && pr.MaskInput == nil
+}
+
 // Result holds a prediction for B prompts (B = number of boxes, or 1) with
 // C masks each.
 type Result struct {
@@ -157,12 +167,11 @@ func (p *Predictor) Embedding() *tensors.Tensor { return p.embedding }
 func (p *Predictor) Size() (h, w int) { return p.origH, p.origW }
 
 // ValidatePrompt checks a prompt against an image of size h×w and a model:
-// points and boxes inside the image, labels 0 or 1, a mask input of the
-// right size, and at least one prompt.
+// points and boxes inside the image, labels 0 or 1 and a mask input of the
+// right size. An empty prompt is valid: like the official predictors'
+// predict() with no argument, it decodes with no sparse prompt token and
+// the no_mask_embed dense embedding (see Prompt.Empty).
 func (m *Model) ValidatePrompt(pr Prompt, h, w int) error {
-	if len(pr.Points) == 0 && len(pr.Boxes) == 0 && pr.MaskInput == nil {
-		return errors.New("empty prompt: give at least a point, a box or a mask input")
-	}
 	inside := func(x, y float64) bool {
 		return !math.IsNaN(x) && !math.IsNaN(y) && x >= 0 && y >= 0 && x <= float64(w) && y <= float64(h)
 	}
@@ -213,7 +222,8 @@ func (p *Predictor) Predict(pr Prompt) (*Result, error) {
 
 // DecoderInputs validates a prompt and turns it into decoder inputs in the
 // model-input frame: the points, then (with a box) its two corners, or SAM's
-// padding point for point-only prompts; one batch entry per box.
+// padding point for point-only prompts; one batch entry per box. An empty
+// prompt gives one batch entry with neither coordinates nor mask.
 func (p *Predictor) DecoderInputs(pr Prompt) (DecoderInputs, error) {
 	if p.embedding == nil {
 		return DecoderInputs{}, ErrNoImage

@@ -207,8 +207,9 @@ func (m *Model) Encode(image *tensors.Tensor) (emb *tensors.Tensor, err error) {
 }
 
 // DecoderInputs are the prompts of one decoder call, already in the
-// model-input frame. Coords/Labels may be nil (mask-only prompt); Mask may be
-// nil (no mask prompt).
+// model-input frame. Coords/Labels may be nil (no sparse prompt: mask-only or
+// prompt-free call); Mask may be nil (no mask prompt). With neither, the
+// batch is 1, as the official PromptEncoder._get_batch_size returns.
 type DecoderInputs struct {
 	Embedding *tensors.Tensor // [1, C, g, g]
 	Coords    *tensors.Tensor // [B, N, 2] float32 (x, y), or nil
@@ -222,9 +223,6 @@ type DecoderInputs struct {
 //	-> masks [B, M, 4g, 4g] low-res logits, iou [B, M]; M = mask tokens
 func (m *Model) Decode(in DecoderInputs) (masks, iou *tensors.Tensor, err error) {
 	kind := decoderKind{sparse: in.Coords != nil, mask: in.Mask != nil}
-	if !kind.sparse && !kind.mask {
-		return nil, nil, fmt.Errorf("mask decoder: no prompt (points, boxes or mask) given")
-	}
 	exec, err := m.decoder(kind)
 	if err != nil {
 		return nil, nil, err
@@ -260,6 +258,10 @@ func (m *Model) decoder(kind decoderKind) (*model.Exec, error) {
 			sparse = SparsePromptEmbeddings(pe, cfg, rest[0], rest[1])
 			rest = rest[2:]
 		}
+		// Without points or boxes sparse stays nil and MaskDecoder adds no
+		// prompt token: the exact equivalent of the official code's empty
+		// [B, 0, C] sparse embedding (concatenating it is a no-op), without
+		// a zero-length axis in the graph.
 		batch := 1
 		if sparse != nil {
 			batch = sparse.Shape().Dim(0)

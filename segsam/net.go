@@ -260,7 +260,7 @@ type InferOutputs struct {
 // frame (see sam.Predictor.DecoderInputs).
 func (m *Model) Infer(in sam.DecoderInputs) (InferOutputs, error) {
 	if in.Coords == nil {
-		return InferOutputs{}, fmt.Errorf("segsam decoders: a point or box prompt is needed (a mask alone is not enough)")
+		return InferOutputs{}, fmt.Errorf("segsam decoders: a point or box prompt is needed (a mask input alone or no prompt is not enough)")
 	}
 	withMask := in.Mask != nil
 	m.mu.Lock()

@@ -1,6 +1,7 @@
 package segsam
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -68,8 +69,19 @@ func (r *Prediction) SemanticMask(b int) []bool {
 	return out
 }
 
+// ErrNeedsPointOrBox is returned by Predict when a SEG-SAM checkpoint gets
+// no point and no box. Plain SAM / SAM-Med2D checkpoints answer such a call
+// (a mask input alone, or no prompt at all, as the official predictors do);
+// SEG-SAM's decoders do not: Dec_saw, the class head and T2VSE are trained on
+// the embedding of a point or box prompt, and a prompt-free call would give
+// a class and a semantic mask for an object nobody chose.
+var ErrNeedsPointOrBox = errors.New("a SEG-SAM checkpoint needs a point or a box (a mask input alone or no prompt works only with plain SAM / SAM-Med2D checkpoints)")
+
 // Predict answers a prompt on the current image.
 func (p *Predictor) Predict(pr sam.Prompt) (*Prediction, error) {
+	if p.Model != nil && len(pr.Points) == 0 && len(pr.Boxes) == 0 {
+		return nil, ErrNeedsPointOrBox
+	}
 	if p.Model == nil {
 		res, err := p.SAM.Predict(pr)
 		if err != nil {

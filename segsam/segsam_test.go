@@ -227,3 +227,32 @@ func TestInferNeedsSparsePrompt(t *testing.T) {
 		t.Fatal("mask-only prompt accepted")
 	}
 }
+
+// TestPromptFreeRefused: a SEG-SAM checkpoint answers a prompt with no point
+// and no box (no prompt, or a mask input alone) with ErrNeedsPointOrBox; the
+// plain SAM path answers it as the official predictors do.
+func TestPromptFreeRefused(t *testing.T) {
+	m := tinyModel(t, "seg_sam")
+	img := fixtureImage(t)
+	p := NewPredictor(m)
+	if err := p.SetImage(img); err != nil {
+		t.Fatal(err)
+	}
+	n := m.Config.SAM.LowResSize()
+	for _, pr := range []sam.Prompt{{}, {Multimask: true}, {MaskInput: make([]float32, n*n)}} {
+		if _, err := p.Predict(pr); !errors.Is(err, ErrNeedsPointOrBox) {
+			t.Errorf("prompt %+v: error %v, want ErrNeedsPointOrBox", pr, err)
+		}
+	}
+	plain := NewSAMPredictor(m.SAM)
+	if err := plain.SetImage(img); err != nil {
+		t.Fatal(err)
+	}
+	res, err := plain.Predict(sam.Prompt{Multimask: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.B != 1 || res.C != 3 || len(res.Masks) != 3*img.H*img.W {
+		t.Errorf("prompt-free plain SAM result B=%d C=%d masks %d", res.B, res.C, len(res.Masks))
+	}
+}

@@ -142,25 +142,44 @@ func uploadBody(w http.ResponseWriter, r *http.Request, limit int64) (data []byt
 		data, err = io.ReadAll(body)
 		return data, "", err
 	}
+	if params["boundary"] == "" {
+		return nil, "", httpErrorf(http.StatusBadRequest, "malformed multipart upload: the Content-Type has no boundary parameter")
+	}
 	mr := multipart.NewReader(body, params["boundary"])
 	for {
 		part, err := mr.NextPart()
 		if err == io.EOF {
-			return nil, "", httpErrorf(http.StatusBadRequest, "multipart upload without a file part")
+			return nil, "", httpErrorf(http.StatusBadRequest, "multipart upload without a file part (or cut before one ended its headers)")
 		}
 		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return nil, "", err
-			}
-			return nil, "", httpErrorf(http.StatusBadRequest, "malformed multipart upload: %v", err)
+			return nil, "", malformedMultipart(err, "")
 		}
 		if part.FileName() == "" {
 			continue
 		}
 		data, err = io.ReadAll(part)
-		return data, part.FileName(), err
+		if err != nil {
+			return nil, "", malformedMultipart(err, part.FileName())
+		}
+		return data, part.FileName(), nil
 	}
+}
+
+// malformedMultipart turns an error reading a multipart body into a 400
+// naming the problem; the body-size limit keeps its own answer (413).
+func malformedMultipart(err error, filename string) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return err
+	}
+	where := "malformed multipart upload"
+	if filename != "" {
+		where = fmt.Sprintf("malformed multipart upload: file part %q", filename)
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return httpErrorf(http.StatusBadRequest, "%s: the body ends before the closing boundary (truncated upload?)", where)
+	}
+	return httpErrorf(http.StatusBadRequest, "%s: %v", where, err)
 }
 
 // isNIfTI reports whether data start like an uncompressed NIfTI-1 or -2

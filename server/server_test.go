@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"image/png"
 	"math"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"regexp"
@@ -265,6 +266,27 @@ func gzipped(t *testing.T, data []byte) []byte {
 	return buf.Bytes()
 }
 
+// TestMultipartUpload: a well-formed multipart/form-data upload (a text
+// field, then the file part) is accepted, as the raw body is.
+func TestMultipartUpload(t *testing.T) {
+	_, ts := newTestServer(t, false, Config{})
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	if err := mw.WriteField("note", "first a field"); err != nil {
+		t.Fatal(err)
+	}
+	fw, err := mw.CreateFormFile("file", "demo.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw.Write(readFile(t, demoImage))
+	mw.Close()
+	code, resp, _ := do(t, "POST", ts.URL+"/v1/images", mw.FormDataContentType(), body.Bytes())
+	if code != http.StatusCreated {
+		t.Fatalf("multipart upload: %d %s", code, resp)
+	}
+}
+
 // TestBadRequests sends every kind of bad request: each gets a 4xx with a
 // JSON error, and the server keeps serving.
 func TestBadRequests(t *testing.T) {
@@ -281,53 +303,59 @@ func TestBadRequests(t *testing.T) {
 		raw                      []byte
 		want                     int
 		errHas                   string
+		contentType              string // "" sends none
 	}{
-		{"not an image", "POST", "/v1/images", "hello, world", nil, 415, "not an image"},
-		{"empty upload", "POST", "/v1/images", "", nil, 400, "empty upload"},
-		{"image too large", "POST", "/v1/images", "", bigPNG, 413, "limit"},
-		{"body over every limit", "POST", "/v1/images", strings.Repeat("x", 300_000), nil, 413, "too large"},
-		{"gzip bomb", "POST", "/v1/images", "", bomb, 413, "decompresses"},
-		{"gzip not NIfTI", "POST", "/v1/images", "", gzipped(t, []byte("plain text")), 415, "not a NIfTI"},
-		{"corrupt NIfTI", "POST", "/v1/images", "", nifti1, 400, "NIfTI"},
-		{"bad window", "POST", "/v1/images?window=sunset", "", readFile(t, demoVolume), 400, "window"},
-		{"bad precompute", "POST", "/v1/images?precompute=maybe", "", readFile(t, demoImage), 400, "precompute"},
-		{"unknown id info", "GET", "/v1/images/nope", "", nil, 404, "unknown image"},
-		{"unknown id predict", "POST", pred("nope"), `{"points":[{"x":1,"y":1}]}`, nil, 404, "unknown image"},
-		{"unknown id delete", "DELETE", "/v1/images/nope", "", nil, 404, "unknown image"},
-		{"unknown id render", "GET", "/v1/images/nope/render", "", nil, 404, "unknown image"},
-		{"unknown endpoint", "GET", "/v1/nothing", "", nil, 404, "no endpoint"},
-		{"empty id predict", "POST", "/v1/images//predict", `{"points":[{"x":1,"y":1}]}`, nil, 400, "empty image id"},
-		{"empty id render", "GET", "/v1/images//render", "", nil, 400, "empty image id"},
-		{"unclean API path", "GET", "/v1/images/x/./render", "", nil, 404, "not clean"},
-		{"unknown page", "GET", "/nothing.html", "", nil, 404, "not found"},
-		{"wrong method images", "PUT", "/v1/images", "", nil, 405, "not allowed"},
-		{"wrong method predict", "GET", pred(img.ID), "", nil, 405, "not allowed"},
-		{"wrong method page", "POST", "/", "", nil, 405, "not allowed"},
-		{"malformed JSON", "POST", pred(img.ID), `{"points": [`, nil, 400, "malformed JSON"},
-		{"JSON of the wrong type", "POST", pred(img.ID), `{"points": 3}`, nil, 400, "malformed JSON"},
-		{"unknown JSON field", "POST", pred(img.ID), `{"pints": []}`, nil, 400, "unknown field"},
-		{"trailing data", "POST", pred(img.ID), `{"points":[{"x":1,"y":1}]} {}`, nil, 400, "after the JSON"},
-		{"JSON too large", "POST", pred(img.ID), `{"mask_input":"` + strings.Repeat("A", 5000) + `"}`, nil, 413, "too large"},
-		{"point outside the image", "POST", pred(img.ID), `{"points":[{"x":300,"y":10}]}`, nil, 400, "outside"},
-		{"negative point", "POST", pred(img.ID), `{"points":[{"x":-1,"y":10}]}`, nil, 400, "outside"},
-		{"box outside the image", "POST", pred(img.ID), `{"boxes":[[0,0,10,900]]}`, nil, 400, "outside"},
-		{"inverted box", "POST", pred(img.ID), `{"boxes":[[50,50,10,10]]}`, nil, 400, "x0 <= x1"},
-		{"short box", "POST", pred(img.ID), `{"boxes":[[1,2,3]]}`, nil, 400, "want [x0, y0, x1, y1]"},
-		{"bad label", "POST", pred(img.ID), `{"points":[{"x":1,"y":1,"label":2}]}`, nil, 400, "label"},
-		{"empty prompt", "POST", pred(img.ID), `{}`, nil, 400, "empty prompt"},
-		{"too many points", "POST", pred(img.ID), `{"points":[{"x":1,"y":1},{"x":1,"y":1},{"x":1,"y":1},{"x":1,"y":1},{"x":1,"y":1}]}`, nil, 400, "at most 4"},
-		{"mask input not base64", "POST", pred(img.ID), `{"points":[{"x":1,"y":1}],"mask_input":"%%%"}`, nil, 400, "base64"},
-		{"mask input wrong size", "POST", pred(img.ID), `{"points":[{"x":1,"y":1}],"mask_input":"AAAAAA=="}`, nil, 400, "mask input"},
-		{"bad format", "POST", pred(img.ID), `{"points":[{"x":1,"y":1}],"format":"gif"}`, nil, 400, "format"},
-		{"slice on a 2-D image", "POST", pred(img.ID), `{"points":[{"x":1,"y":1}],"slice":"axial:1"}`, nil, 400, "2-D image"},
-		{"missing slice", "POST", pred(vol.ID), `{"points":[{"x":1,"y":1}]}`, nil, 400, "give a slice"},
-		{"slice out of range", "POST", pred(vol.ID), `{"points":[{"x":1,"y":1}],"slice":"axial:30"}`, nil, 400, "out of range"},
-		{"bad slice", "POST", pred(vol.ID), `{"points":[{"x":1,"y":1}],"slice":"diagonal:3"}`, nil, 400, "slice"},
-		{"bad slice window", "POST", pred(vol.ID), `{"points":[{"x":1,"y":1}],"slice":"axial:3","window":"0,-5"}`, nil, 400, "width"},
-		{"render missing slice", "GET", "/v1/images/" + vol.ID + "/render", "", nil, 400, "give a slice"},
-		{"labelmap of a 2-D image", "POST", "/v1/images/" + img.ID + "/labelmap", `{"masks":[]}`, nil, 400, "2-D image"},
-		{"labelmap bad size", "POST", "/v1/images/" + vol.ID + "/labelmap", `{"masks":[{"slice":"axial:1","label":1,"rle":{"size":[2,2],"counts":[4]}}]}`, nil, 400, "rle size"},
-		{"labelmap bad label", "POST", "/v1/images/" + vol.ID + "/labelmap", `{"masks":[{"slice":"axial:1","label":0,"rle":{"size":[2,2],"counts":[4]}}]}`, nil, 400, "label 0"},
+		{"not an image", "POST", "/v1/images", "hello, world", nil, 415, "not an image", ""},
+		{"empty upload", "POST", "/v1/images", "", nil, 400, "empty upload", ""},
+		{"image too large", "POST", "/v1/images", "", bigPNG, 413, "limit", ""},
+		{"body over every limit", "POST", "/v1/images", strings.Repeat("x", 300_000), nil, 413, "too large", ""},
+		{"gzip bomb", "POST", "/v1/images", "", bomb, 413, "decompresses", ""},
+		{"gzip not NIfTI", "POST", "/v1/images", "", gzipped(t, []byte("plain text")), 415, "not a NIfTI", ""},
+		{"corrupt NIfTI", "POST", "/v1/images", "", nifti1, 400, "NIfTI", ""},
+		{"bad window", "POST", "/v1/images?window=sunset", "", readFile(t, demoVolume), 400, "window", ""},
+		{"bad precompute", "POST", "/v1/images?precompute=maybe", "", readFile(t, demoImage), 400, "precompute", ""},
+		{"unknown id info", "GET", "/v1/images/nope", "", nil, 404, "unknown image", ""},
+		{"unknown id predict", "POST", pred("nope"), `{"points":[{"x":1,"y":1}]}`, nil, 404, "unknown image", ""},
+		{"unknown id delete", "DELETE", "/v1/images/nope", "", nil, 404, "unknown image", ""},
+		{"unknown id render", "GET", "/v1/images/nope/render", "", nil, 404, "unknown image", ""},
+		{"unknown endpoint", "GET", "/v1/nothing", "", nil, 404, "no endpoint", ""},
+		{"empty id predict", "POST", "/v1/images//predict", `{"points":[{"x":1,"y":1}]}`, nil, 400, "empty image id", ""},
+		{"empty id render", "GET", "/v1/images//render", "", nil, 400, "empty image id", ""},
+		{"unclean API path", "GET", "/v1/images/x/./render", "", nil, 404, "not clean", ""},
+		{"unknown page", "GET", "/nothing.html", "", nil, 404, "not found", ""},
+		{"wrong method images", "PUT", "/v1/images", "", nil, 405, "not allowed", ""},
+		{"wrong method predict", "GET", pred(img.ID), "", nil, 405, "not allowed", ""},
+		{"wrong method page", "POST", "/", "", nil, 405, "not allowed", ""},
+		{"malformed JSON", "POST", pred(img.ID), `{"points": [`, nil, 400, "malformed JSON", ""},
+		{"JSON of the wrong type", "POST", pred(img.ID), `{"points": 3}`, nil, 400, "malformed JSON", ""},
+		{"unknown JSON field", "POST", pred(img.ID), `{"pints": []}`, nil, 400, "unknown field", ""},
+		{"trailing data", "POST", pred(img.ID), `{"points":[{"x":1,"y":1}]} {}`, nil, 400, "after the JSON", ""},
+		{"JSON too large", "POST", pred(img.ID), `{"mask_input":"` + strings.Repeat("A", 5000) + `"}`, nil, 413, "too large", ""},
+		{"point outside the image", "POST", pred(img.ID), `{"points":[{"x":300,"y":10}]}`, nil, 400, "outside", ""},
+		{"negative point", "POST", pred(img.ID), `{"points":[{"x":-1,"y":10}]}`, nil, 400, "outside", ""},
+		{"box outside the image", "POST", pred(img.ID), `{"boxes":[[0,0,10,900]]}`, nil, 400, "outside", ""},
+		{"inverted box", "POST", pred(img.ID), `{"boxes":[[50,50,10,10]]}`, nil, 400, "x0 <= x1", ""},
+		{"short box", "POST", pred(img.ID), `{"boxes":[[1,2,3]]}`, nil, 400, "want [x0, y0, x1, y1]", ""},
+		{"bad label", "POST", pred(img.ID), `{"points":[{"x":1,"y":1,"label":2}]}`, nil, 400, "label", ""},
+		{"empty prompt", "POST", pred(img.ID), `{}`, nil, 400, "empty prompt", ""},
+		{"too many points", "POST", pred(img.ID), `{"points":[{"x":1,"y":1},{"x":1,"y":1},{"x":1,"y":1},{"x":1,"y":1},{"x":1,"y":1}]}`, nil, 400, "at most 4", ""},
+		{"mask input not base64", "POST", pred(img.ID), `{"points":[{"x":1,"y":1}],"mask_input":"%%%"}`, nil, 400, "base64", ""},
+		{"mask input wrong size", "POST", pred(img.ID), `{"points":[{"x":1,"y":1}],"mask_input":"AAAAAA=="}`, nil, 400, "mask input", ""},
+		{"bad format", "POST", pred(img.ID), `{"points":[{"x":1,"y":1}],"format":"gif"}`, nil, 400, "format", ""},
+		{"slice on a 2-D image", "POST", pred(img.ID), `{"points":[{"x":1,"y":1}],"slice":"axial:1"}`, nil, 400, "2-D image", ""},
+		{"missing slice", "POST", pred(vol.ID), `{"points":[{"x":1,"y":1}]}`, nil, 400, "give a slice", ""},
+		{"slice out of range", "POST", pred(vol.ID), `{"points":[{"x":1,"y":1}],"slice":"axial:30"}`, nil, 400, "out of range", ""},
+		{"bad slice", "POST", pred(vol.ID), `{"points":[{"x":1,"y":1}],"slice":"diagonal:3"}`, nil, 400, "slice", ""},
+		{"bad slice window", "POST", pred(vol.ID), `{"points":[{"x":1,"y":1}],"slice":"axial:3","window":"0,-5"}`, nil, 400, "width", ""},
+		{"render missing slice", "GET", "/v1/images/" + vol.ID + "/render", "", nil, 400, "give a slice", ""},
+		{"labelmap of a 2-D image", "POST", "/v1/images/" + img.ID + "/labelmap", `{"masks":[]}`, nil, 400, "2-D image", ""},
+		{"labelmap bad size", "POST", "/v1/images/" + vol.ID + "/labelmap", `{"masks":[{"slice":"axial:1","label":1,"rle":{"size":[2,2],"counts":[4]}}]}`, nil, 400, "rle size", ""},
+		{"labelmap bad label", "POST", "/v1/images/" + vol.ID + "/labelmap", `{"masks":[{"slice":"axial:1","label":0,"rle":{"size":[2,2],"counts":[4]}}]}`, nil, 400, "label 0", ""},
+		{"truncated multipart", "POST", "/v1/images", "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"demo.png\"\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\n", nil, 400, "file part \"demo.png\": the body ends before the closing boundary", "multipart/form-data; boundary=XyZ"},
+		{"multipart cut in the part header", "POST", "/v1/images", "--XyZ\r\nContent-Disposition: form-da", nil, 400, "without a file part (or cut", "multipart/form-data; boundary=XyZ"},
+		{"multipart without its boundary", "POST", "/v1/images", "hello", nil, 400, "malformed multipart upload", "multipart/form-data; boundary=XyZ"},
+		{"multipart without boundary parameter", "POST", "/v1/images", "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"demo.png\"\r\nContent-Type: image/png\r\n\r\n", nil, 400, "no boundary parameter", "multipart/form-data"},
+		{"multipart without a file part", "POST", "/v1/images", "--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--XyZ--\r\n", nil, 400, "without a file part", "multipart/form-data; boundary=XyZ"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -335,7 +363,7 @@ func TestBadRequests(t *testing.T) {
 			if body == nil {
 				body = []byte(c.body)
 			}
-			code, resp, hdr := do(t, c.method, ts.URL+c.path, "", body)
+			code, resp, hdr := do(t, c.method, ts.URL+c.path, c.contentType, body)
 			if code != c.want {
 				t.Fatalf("status %d, want %d: %s", code, c.want, resp)
 			}

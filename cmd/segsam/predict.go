@@ -73,7 +73,7 @@ type timings struct {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func runPredict(args []string) error {
-	fs := newFlagSet("predict", "--checkpoint FILE [--arch NAME | --config FILE.json] --image IMAGE [--point X,Y[,LABEL]]... [--box X0,Y0,X1,Y1]... [--mask-input FILE.npy] [--multimask] --out DIR\n\nPrompt "+coordinateRule+".")
+	fs := newFlagSet("predict", "--checkpoint FILE [--arch NAME | --config FILE.json] --image IMAGE [--point X,Y[,LABEL]]... [--box X0,Y0,X1,Y1]... [--mask-input FILE.npy] [--multimask] --out DIR\n\nPrompt "+coordinateRule+". With no --point, --box or --mask-input a plain SAM / SAM-Med2D checkpoint gives its prompt-free prediction, as the official predict() with no prompt (multimask by default there, as the official default; --multimask=false for the single-output token); a SEG-SAM checkpoint needs a point or a box.")
 	var mf modelFlags
 	mf.register(fs)
 	var points pointFlags
@@ -84,7 +84,7 @@ func runPredict(args []string) error {
 	fs.Var(&points, "point", "a click X,Y[,LABEL] in image pixels (see below); LABEL 1 positive (default) or 0 negative; repeatable")
 	fs.Var(&boxes, "box", "a box X0,Y0,X1,Y1 in image pixels (see below); repeatable (one prediction per box)")
 	maskInput := fs.String("mask-input", "", "low-res mask logits from a previous run (.npy, [1,4g,4g] or [4g,4g])")
-	multimask := fs.Bool("multimask", false, "return 3 candidate masks (SAM) / the best of 3 (SAM-Med2D)")
+	multimask := fs.Bool("multimask", false, "return 3 candidate masks (SAM) / the best of 3 (SAM-Med2D); default true when no prompt is given")
 	out := fs.String("out", "", "output folder (created)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -92,8 +92,11 @@ func runPredict(args []string) error {
 	if *imagePath == "" || *out == "" {
 		return usageErrorf("--image and --out are required")
 	}
-	if len(points) == 0 && len(boxes) == 0 && *maskInput == "" {
-		return usageErrorf("give at least one --point, --box or --mask-input")
+	noPrompt := len(points) == 0 && len(boxes) == 0 && *maskInput == ""
+	if noPrompt && !flagGiven(fs, "multimask") {
+		// The official predictors' predict() defaults to multimask_output=True;
+		// without any prompt the single-output token is a poor guess.
+		*multimask = true
 	}
 	img, err := readInputImage(*imagePath, *slice, *window)
 	if err != nil {
@@ -114,8 +117,8 @@ func runPredict(args []string) error {
 	}
 	load := time.Since(start)
 	m := p.SAM.Model
-	if pr.MaskInput != nil && p.Model != nil && len(points)+len(boxes) == 0 {
-		return usageErrorf("a segsam checkpoint needs a point or a box besides --mask-input")
+	if p.Model != nil && len(points)+len(boxes) == 0 {
+		return usageErrorf("a SEG-SAM checkpoint needs a --point or a --box (--mask-input alone or no prompt works with plain SAM / SAM-Med2D checkpoints)")
 	}
 	// Check the prompt before the (slow) encoder runs.
 	if err := m.ValidatePrompt(pr, img.H, img.W); err != nil {

@@ -57,13 +57,31 @@ func TestPredictMatchesFixtures(t *testing.T) {
 		{"sam_tiny", "g_mm", []string{"--box", "30,25,85,85", "--box", "95,10,138,80", "--multimask"}},
 		{"sammed2d_tiny", "c_mm", []string{"--box", "30,25,85,85", "--multimask"}},
 		{"sammed2d_tiny", "e_sm", []string{"--point", "52,55", "--point", "125,40,0", "--mask-input", "e_mask_input.npy"}},
+		// No sparse prompt: a mask input alone (f), and no prompt at all (n,
+		// img2_n: multimask by default, as the official predict()).
+		{"sam_tiny", "f_mm", []string{"--mask-input", "f_mask_input.npy", "--multimask"}},
+		{"sam_tiny", "f_sm", []string{"--mask-input", "f_mask_input.npy"}},
+		{"sammed2d_tiny", "f_mm", []string{"--mask-input", "f_mask_input.npy", "--multimask"}},
+		{"sammed2d_tiny", "f_sm", []string{"--mask-input", "f_mask_input.npy"}},
+		{"sam_tiny", "n_mm", nil},
+		{"sam_tiny", "n_sm", []string{"--multimask=false"}},
+		{"sam_tiny", "img2_n_mm", nil},
+		{"sam_tiny", "img2_n_sm", []string{"--multimask=false"}},
+		{"sammed2d_tiny", "n_mm", nil},
+		{"sammed2d_tiny", "n_sm", []string{"--multimask=false"}},
+		{"sammed2d_tiny", "img2_n_mm", []string{"--multimask"}},
+		{"sammed2d_tiny", "img2_n_sm", []string{"--multimask=false"}},
 	}
 	for _, c := range cases {
 		t.Run(c.model+"/"+c.id, func(t *testing.T) {
 			dir := filepath.Join(fixtures, c.model)
 			out := t.TempDir()
+			image := "image.npy"
+			if strings.HasPrefix(c.id, "img2_") {
+				image = "image2.npy"
+			}
 			args := []string{"predict", "--checkpoint", filepath.Join(dir, c.model+".pth"),
-				"--config", filepath.Join(dir, "config.json"), "--image", filepath.Join(dir, "image.npy"), "--out", out}
+				"--config", filepath.Join(dir, "config.json"), "--image", filepath.Join(dir, image), "--out", out}
 			for i, a := range c.args {
 				if strings.HasSuffix(a, ".npy") && i > 0 && c.args[i-1] == "--mask-input" {
 					a = filepath.Join(dir, a)
@@ -136,7 +154,8 @@ func TestPredictErrors(t *testing.T) {
 		{"bad label", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--point", "5,5,2"}, 2, "label must be 1"},
 		{"malformed point", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--point", "5;5"}, 2, "want X,Y"},
 		{"malformed box", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--box", "1,2,3"}, 2, "4 comma-separated"},
-		{"no prompt", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img}, 2, "at least one"},
+		{"no prompt, SEG-SAM checkpoint", []string{"--image", img}, 2, "a SEG-SAM checkpoint needs a --point or a --box"},
+		{"mask input only, SEG-SAM checkpoint", []string{"--image", img, "--mask-input", filepath.Join(dir, "f_mask_input.npy")}, 2, "a SEG-SAM checkpoint needs a --point or a --box"},
 		{"wrong mask input", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--mask-input", filepath.Join(dir, "features.npy")}, 2, "mask input has"},
 		{"stray argument", []string{"--checkpoint", ckpt, "--image", img, "--point", "5,5", "extra"}, 2, "unexpected argument"},
 	}
