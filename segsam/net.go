@@ -325,7 +325,7 @@ func (m *Model) Describe() string {
 	for _, x := range []struct {
 		on   bool
 		name string
-	}{{p.ClassToken, "class token"}, {p.SemanticDecoder, "Dec_saw"}, {p.COTokens, "CO tokens"}, {p.FullImageSemantic, "full-image semantic"}, {p.TextEnhancer, "T2VSE"}, {p.CMSA, "CMSA"}} {
+	}{{p.ClassToken, "class token"}, {p.SemanticDecoder, "Dec_saw"}, {p.COTokens, "CO tokens"}, {p.FullImageSemantic, "full-image semantic"}, {p.TextEnhancer, "T2VSE"}, {p.CMSA, "CMSA"}, {p.BoxPrior, "box prior"}} {
 		if x.on {
 			parts = append(parts, x.name)
 		}
