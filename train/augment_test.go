@@ -2,12 +2,14 @@ package train
 
 import (
 	"context"
+	"fmt"
 	"image"
 	"image/color"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -264,5 +266,27 @@ func TestFinishedRunIsLeftAlone(t *testing.T) {
 	opts.Encoder, opts.Out = EncoderFrozen, t.TempDir()
 	if _, err := Run(context.Background(), opts); err == nil {
 		t.Error("augmentation with a frozen encoder was accepted")
+	}
+}
+
+// TestResumeReusesEmbeddingCache: a resumed run with a frozen encoder finds
+// every embedding the first run cached (the fingerprint does not depend on
+// the order the store created the weights in).
+func TestResumeReusesEmbeddingCache(t *testing.T) {
+	ds := openSubset(t)
+	cfg := tinyConfig(t, "so", ds.Classes(), 0)
+	dir := t.TempDir()
+	var first, second strings.Builder
+	opts := Options{Train: ds, Model: cfg, Out: dir, Epochs: 1, MaxStepsPerEpoch: 1, Seed: 1, Log: &first}
+	if _, err := Run(context.Background(), opts); err != nil {
+		t.Fatal(err)
+	}
+	opts.Epochs, opts.Log = 2, &second
+	if _, err := Run(context.Background(), opts); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%d reused, 0 computed", len(ds.Images))
+	if !strings.Contains(second.String(), want) {
+		t.Errorf("resumed run: want %q in its log:\n%s", want, second.String())
 	}
 }

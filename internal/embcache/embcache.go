@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/gomlx/gomlx/core/tensors"
@@ -32,11 +33,19 @@ type Cache struct {
 func Fingerprint(m *sam.Model) (string, error) {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s|%d|", m.Config.Family, m.Config.ImageEncoder.ImgSize)
-	n := 0
+	// In path order: the store lists variables in creation order, which
+	// differs between a run that built its graphs first and one that
+	// reloaded its state (a resumed run must find the cache it wrote).
+	var paths []string
 	for v := range m.Store.IterVariables() {
-		if !strings.HasPrefix(v.Path(), "/image_encoder/") {
-			continue
+		if strings.HasPrefix(v.Path(), "/image_encoder/") {
+			paths = append(paths, v.Path())
 		}
+	}
+	sort.Strings(paths)
+	n := 0
+	for _, p := range paths {
+		v := m.Store.GetVariable(p)
 		t, err := v.Value()
 		if err != nil {
 			return "", fmt.Errorf("fingerprint %s: %w", v.Path(), err)
