@@ -206,3 +206,36 @@ func TestTextEnhancerSeesThePrompt(t *testing.T) {
 		}
 	}
 }
+
+// TestInitSemanticFromBinary: Dec_saw's transformer, upscaling and
+// hypernetwork start as copies of Dec_sag's.
+func TestInitSemanticFromBinary(t *testing.T) {
+	m := tinyModel(t, "seg_sam")
+	n, err := m.InitSemanticFromBinary()
+	if err != nil || n == 0 {
+		t.Fatalf("copied %d tensors: %v", n, err)
+	}
+	for _, p := range [][2]string{
+		{"/mask_decoder/transformer/layers/0/self_attn/q_proj/weight", "/semantic_decoder/transformer/layers/0/self_attn/q_proj/weight"},
+		{"/mask_decoder/output_hypernetworks_mlps/0/layers/0/weight", "/semantic_decoder/so_hypernetwork/layers/0/weight"},
+	} {
+		a, err := m.SAM.Store.GetVariable(p[0]).Value()
+		if err != nil {
+			t.Fatal(p[0], err)
+		}
+		b, err := m.SAM.Store.GetVariable(p[1]).Value()
+		if err != nil {
+			t.Fatal(p[1], err)
+		}
+		av, _ := tensors.CopyFlatData[float32](a)
+		bv, _ := tensors.CopyFlatData[float32](b)
+		for i := range av {
+			if av[i] != bv[i] {
+				t.Fatalf("%s[%d] = %v, %s = %v", p[1], i, bv[i], p[0], av[i])
+			}
+		}
+	}
+	if _, err := tinyModel(t, "sam").InitSemanticFromBinary(); err == nil {
+		t.Error("a model without Dec_saw accepted the copy")
+	}
+}

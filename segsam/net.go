@@ -181,7 +181,14 @@ func (m *Model) SetWeightsMatching(sd *checkpoint.StateDict) (loaded int, skippe
 			skipped = append(skipped, t.Name)
 			continue
 		}
-		if _, err := m.SAM.Store.CreateVariable(sam.KeyToPath(t.Name), tensors.FromFlatDataAndDimensions(t.Data, t.Shape...)); err != nil {
+		value := tensors.FromFlatDataAndDimensions(t.Data, t.Shape...)
+		var err error
+		if v := m.SAM.Store.GetVariable(sam.KeyToPath(t.Name)); v != nil {
+			err = v.SetValue(value)
+		} else {
+			_, err = m.SAM.Store.CreateVariable(sam.KeyToPath(t.Name), value)
+		}
+		if err != nil {
 			return 0, nil, nil, fmt.Errorf("set %s: %w", t.Name, err)
 		}
 		if sam.KeyToPath(t.Name) == textEmbeddingsPath {
@@ -241,7 +248,13 @@ func (m *Model) InitSemanticFromBinary() (int, error) {
 		return 0, fmt.Errorf("Dec_sag has no loaded weights to start Dec_saw from (give --init a SAM or SAM-Med2D checkpoint)")
 	}
 	for _, c := range copies {
-		if _, err := store.CreateVariable(c.path, c.t); err != nil {
+		var err error
+		if v := store.GetVariable(c.path); v != nil {
+			err = v.SetValue(c.t)
+		} else {
+			_, err = store.CreateVariable(c.path, c.t)
+		}
+		if err != nil {
 			return 0, fmt.Errorf("start %s from Dec_sag: %w", c.path, err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/segsam/segsam/sam"
+	"github.com/segsam/segsam/train"
 )
 
 // TestSplitDefaultsShared: train's held-out share and eval's --split val
@@ -81,5 +82,22 @@ func TestBenchTableAligned(t *testing.T) {
 	enc := strings.Index(lines[0], "encoder median")
 	if lines[1][enc:enc+6] != "1.33 s" || lines[2][enc:enc+7] != "13.20 s" {
 		t.Errorf("encoder median column misaligned:\n%s", b.String())
+	}
+}
+
+// TestDefaultEncoderMode: SAM-Med2D's adapters train by default, a plain
+// SAM encoder stays frozen.
+func TestDefaultEncoderMode(t *testing.T) {
+	for _, tc := range []struct {
+		preset string
+		want   train.EncoderMode
+	}{{"sammed2d_vit_b", train.EncoderAdapters}, {"vit_b", train.EncoderFrozen}} {
+		c, err := sam.Preset(tc.preset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := defaultEncoderMode(c); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.preset, got, tc.want)
+		}
 	}
 }

@@ -51,7 +51,7 @@ func runTrain(args []string) error {
 	textLiteral := fs.Bool("text-literal", false, "T2VSE as eq. 9 reads literally: the prompt tokens join only its cross-attention, so its summary token ignores the prompt (an ablation; default: they join its self-attention)")
 	initMatching := fs.Bool("init-matching", false, "with --init of a segsam checkpoint of another configuration (vocabulary, parts): take every weight whose name and shape fit, initialise the rest")
 	seed := fs.Int64("seed", 1, "seed of initialisation and sampling (a run is repeatable)")
-	encoder := fs.String("train-encoder", "frozen", "image encoder: frozen (paper; embeddings cached), adapters (SAM-Med2D adapters train) or full")
+	encoder := fs.String("train-encoder", "", "image encoder: frozen (embeddings cached), adapters (SAM-Med2D's adapters train, the rest frozen) or full; default: adapters for an encoder with adapters (SAM-Med2D: the paper freezes SAM's original parameters, and SAM-Med2D trains its adapters), frozen otherwise")
 	cache := fs.String("cache", "", "embedding cache folder (default RUN_DIR/embedding-cache)")
 	maxSteps := fs.Int("max-steps", 0, "cap on steps per epoch (0: every image once per epoch)")
 	focal := fs.Float64("focal-weight", segsam.DefaultLossWeights.Focal, "weight of Dec_sag's focal loss (SAM: 20)")
@@ -95,6 +95,9 @@ func runTrain(args []string) error {
 		halveAt = []int{}
 	}
 	mode := train.EncoderMode(*encoder)
+	if mode == "" {
+		mode = defaultEncoderMode(base)
+	}
 	if mode != train.EncoderFrozen && mode != train.EncoderAdapters && mode != train.EncoderFull {
 		return usageErrorf("--train-encoder %q: want frozen, adapters or full", *encoder)
 	}
@@ -236,4 +239,15 @@ func flagGiven(fs *flag.FlagSet, name string) bool {
 		}
 	})
 	return given
+}
+
+// defaultEncoderMode is what trains of the image encoder without
+// --train-encoder: SAM-Med2D's adapters (SAM's own weights frozen, as the
+// paper and SAM-Med2D train), or nothing for an encoder without adapters
+// (its embeddings are then cached).
+func defaultEncoderMode(c sam.Config) train.EncoderMode {
+	if c.ImageEncoder.Adapter != nil {
+		return train.EncoderAdapters
+	}
+	return train.EncoderFrozen
 }
