@@ -142,17 +142,9 @@ func (w *Writer) AddImage(name string, img image.Image, meta ImageMeta, masks []
 		maskNames[i] = mn
 	}
 
-	w.mu.Lock()
-	switch {
-	case w.closed:
-		w.mu.Unlock()
-		return fmt.Errorf("add image %s: writer is closed", name)
-	case w.names[name]:
-		w.mu.Unlock()
-		return fmt.Errorf("add image %s: an image of that name was already added", name)
+	if err := w.reserve(name); err != nil {
+		return err
 	}
-	w.names[name] = true
-	w.mu.Unlock()
 
 	imgRel := "images/" + name + ".png"
 	if err := writePNG(filepath.Join(w.dir, "images", name+".png"), storable(img)); err != nil {
@@ -183,17 +175,9 @@ func (w *Writer) AddImage(name string, img image.Image, meta ImageMeta, masks []
 // the same names: a set can be re-assembled from others without decoding.
 func (w *Writer) AddEntry(e *ImageEntry) error {
 	name := e.Name
-	w.mu.Lock()
-	switch {
-	case w.closed:
-		w.mu.Unlock()
-		return fmt.Errorf("add image %s: writer is closed", name)
-	case w.names[name]:
-		w.mu.Unlock()
-		return fmt.Errorf("add image %s: an image of that name was already added", name)
+	if err := w.reserve(name); err != nil {
+		return err
 	}
-	w.names[name] = true
-	w.mu.Unlock()
 	imgRel := "images/" + filepath.Base(e.Path)
 	if err := linkOrCopy(e.ImagePath(), filepath.Join(w.dir, filepath.FromSlash(imgRel))); err != nil {
 		w.release(name)
@@ -227,6 +211,20 @@ func linkOrCopy(src, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, data, 0o644)
+}
+
+// reserve claims an image name, refusing a closed writer or a name taken.
+func (w *Writer) reserve(name string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.closed:
+		return fmt.Errorf("add image %s: writer is closed", name)
+	case w.names[name]:
+		return fmt.Errorf("add image %s: an image of that name was already added", name)
+	}
+	w.names[name] = true
+	return nil
 }
 
 func (w *Writer) release(name string) {

@@ -26,7 +26,7 @@ type Exclusions struct {
 }
 
 // ReservedSet is a list of datasets training must not use at all (or
-// beyond ../shared/data/demo2d), with the repositories known to host them.
+// beyond the demo data segsam was given), with the repositories known to host them.
 type ReservedSet struct {
 	Why               string   `json:"why"`
 	Datasets          []string `json:"datasets"`
