@@ -218,23 +218,6 @@ func (b *builder) matching(re *regexp.Regexp) []string {
 	return out
 }
 
-// sanitize keeps letters, digits and _ - + . (not leading) of s.
-func sanitize(s string) string {
-	r := []rune(s)
-	for i, c := range r {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-', c == '+':
-		case c == '.' && i > 0:
-		default:
-			r[i] = '_'
-		}
-	}
-	if len(r) == 0 {
-		return "unnamed"
-	}
-	return string(r)
-}
-
 // imageNames names each path <id>__<stem>; paths whose stems collide get
 // as many of their parent folders as make them unique
 // (<id>__<folder>_<stem>), or their whole path.
@@ -259,7 +242,7 @@ func imageNames(id string, paths []string) map[string]string {
 		var next []string
 		for _, p := range pending {
 			if l := label(p, depth); count[l] == 1 || depth > strings.Count(p, "/") {
-				names[p] = id + "__" + sanitize(strings.ReplaceAll(l, "/", "_"))
+				names[p] = id + "__" + prepare.SafeName(strings.ReplaceAll(l, "/", "_"))
 			} else {
 				next = append(next, p)
 			}

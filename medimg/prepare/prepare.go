@@ -396,6 +396,11 @@ func rawStem(path string) string {
 // '.' and '+' replaced by '_' ("vertebrae_L2" becomes "vertebrae_l2").
 func ClassName(s string) string { return sanitize(strings.TrimSpace(s), true) }
 
+// SafeName replaces every character of s other than letters, digits, '_',
+// '-', '+' and a '.' that does not lead by '_' ("unnamed" for ""): a name
+// the SA-Med2D layout accepts as it is.
+func SafeName(s string) string { return sanitize(s, false) }
+
 func sanitize(s string, lower bool) string {
 	if lower {
 		s = strings.ToLower(s)
