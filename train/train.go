@@ -81,7 +81,16 @@ type Options struct {
 	// Balance draws images with each dataset weighted by 1/sqrt(its size)
 	// and prefers objects of rare classes (epochBatches).
 	Balance bool
-	Log     io.Writer
+	// ClickRounds is the number of SAM-Med2D click rounds after each step's
+	// first prompt (clicks.go): each adds points from the error region and
+	// the previous logits as mask prompt, and is its own optimiser step.
+	// SAM-Med2D uses 8; 0 (the default) trains the first prompt only.
+	ClickRounds int
+	// Accumulate sums the gradients of this many steps before one update
+	// (accumulate.go): the effective batch is Accumulate·ImagesPerStep
+	// images. 0 or 1: every step updates.
+	Accumulate int
+	Log        io.Writer
 }
 
 func (o *Options) defaults() {
@@ -108,6 +117,9 @@ func (o *Options) defaults() {
 	}
 	if o.Encoder == "" {
 		o.Encoder = EncoderFrozen
+	}
+	if o.Accumulate == 0 {
+		o.Accumulate = 1
 	}
 	if o.CacheDir == "" {
 		o.CacheDir = filepath.Join(o.Out, "embedding-cache")
@@ -169,6 +181,12 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	if opts.BoxFraction < 0 || opts.BoxFraction > 1 {
 		return nil, fmt.Errorf("train: box fraction %g is outside [0, 1]", opts.BoxFraction)
+	}
+	if opts.ClickRounds < 0 || opts.Accumulate < 1 {
+		return nil, fmt.Errorf("train: click rounds (%d) must be ≥ 0 and gradient accumulation (%d) ≥ 1", opts.ClickRounds, opts.Accumulate)
+	}
+	if opts.ClickRounds > 0 && opts.Accumulate > 1 {
+		return nil, errors.New("train: click rounds and gradient accumulation do not combine yet (each click round is its own optimiser step)")
 	}
 	if opts.Encoder == EncoderAdapters && cfg.SAM.ImageEncoder.Adapter == nil {
 		return nil, errors.New("train: --train-encoder adapters needs an encoder with adapters (SAM-Med2D)")
@@ -322,6 +340,13 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		for j, name := range segsam.LossNames {
 			st.Train[name] = sums[j] / float64(len(batches))
 		}
+		if tr.clickSteps > 0 {
+			// The click rounds' mean loss terms, as click_<term>.
+			for j, name := range segsam.LossNames {
+				st.Train["click_"+name] = tr.clickSums[j] / float64(tr.clickSteps)
+			}
+			tr.clickSums, tr.clickSteps = nil, 0
+		}
 		if len(valSet) > 0 {
 			if st.Val, err = tr.validate(valSet, opts); err != nil {
 				return nil, err
@@ -378,6 +403,14 @@ func configHash(o Options) string {
 	// The number of epochs is left out: a finished run can be extended.
 	h := fmt.Sprintf("%s|%s|%v|%v|%v|%v|%s|%g|%v|%d|%d|%g|%d|%s|%d|%v|%v", c, o.Init, o.InitMatching, o.SemanticFromBinary, names(o.Train), names(o.Val), text,
 		o.LearningRate, o.HalveAt, o.ImagesPerStep, o.ObjectsPerImage, o.BoxFraction, o.Seed, o.Encoder, o.MaxStepsPerEpoch, o.Augment, o.Balance)
+	// Options added later join the hash only when set, so that older runs
+	// still resume.
+	if o.ClickRounds > 0 {
+		h += fmt.Sprintf("|clicks=%d", o.ClickRounds)
+	}
+	if o.Accumulate > 1 {
+		h += fmt.Sprintf("|accumulate=%d", o.Accumulate)
+	}
 	return shortHash(h)
 }
 
@@ -433,6 +466,10 @@ func epochBatches(set []*sample, o Options, epoch int) []batch {
 		if o.MaxStepsPerEpoch > 0 && len(out) >= o.MaxStepsPerEpoch {
 			break
 		}
+	}
+	if k := o.Accumulate; k > 1 {
+		// Whole groups only: an epoch ends with the accumulators empty.
+		out = out[:len(out)/k*k]
 	}
 	return out
 }
@@ -545,13 +582,19 @@ func (t *trainer) prepare(b batch, augment bool) []stepImage {
 
 // trainer holds the compiled training and validation steps.
 type trainer struct {
-	m        *segsam.Model
-	opts     Options
-	step1    *model.Exec
-	valExec  *model.Exec
-	lrPath   string
-	classes  int
-	s, c, gr int
+	m    *segsam.Model
+	opts Options
+	// step1 is a step's first round; with Accumulate > 1 it only adds to
+	// the accumulated gradients and applyExec is the step that applies
+	// them; clickExec is a click round (ClickRounds > 0).
+	step1, applyExec, clickExec *model.Exec
+	valExec                     *model.Exec
+	steps                       int // steps taken by this trainer (accumulation phase)
+	clickSums                   []float64
+	clickSteps                  int
+	lrPath                      string
+	classes                     int
+	s, c, gr                    int
 }
 
 func newTrainer(m *segsam.Model, o Options) (*trainer, error) {
@@ -572,18 +615,30 @@ func newTrainer(m *segsam.Model, o Options) (*trainer, error) {
 		return false
 	}
 	opt := optimizer.Adam().LearningRate(o.LearningRate).Epsilon(1e-8).Done()
-	build := func(update bool) func(scope *model.Scope, in []*Node) []*Node {
+	// kind of graph: a first round (or validation), or a click round.
+	const (
+		firstRound = iota
+		clickRound
+	)
+	// update: 0 none (validation), 1 update (or accumulate only), 2 apply
+	// the accumulated gradients.
+	build := func(kind, update int) func(scope *model.Scope, in []*Node) []*Node {
 		return func(scope *model.Scope, in []*Node) []*Node {
 			g := in[0].Graph()
 			scope.SetTraining(g, true) // read variables live (see notes/engine.md)
 			emb := in[0]
-			if o.Encoder != EncoderFrozen {
+			var maskIn *Node
+			if kind == clickRound {
+				// in[0] is the first round's embedding [B, C, g, g], in[8]
+				// the previous round's low-res logits [B, 1, 4g, 4g].
+				maskIn = in[8]
+			} else if o.Encoder != EncoderFrozen {
 				// in[0] are images [I, 3, S, S]; objects pick their image.
 				feats := sam.ImageEncoder(scope.At("image_encoder"), cfg.SAM, in[0]) // [I, C, g, g]
 				pickImg := OneHot(in[8], feats.Shape().Dim(0), dtypes.Float32)       // [B, I]
 				emb = Einsum("bi,ichw->bchw", pickImg, feats)
 			}
-			out := segsam.Forward(scope, cfg, emb, in[1], in[2], nil)
+			out := segsam.Forward(scope, cfg, emb, in[1], in[2], maskIn)
 			// Freeze what must not train (before the optimizer collects the
 			// trainable variables): the encoder unless asked, the text
 			// embeddings and the positional-encoding buffer.
@@ -597,19 +652,43 @@ func newTrainer(m *segsam.Model, o Options) (*trainer, error) {
 				tg.ClassMasks = in[7]
 			}
 			l := segsam.Loss(cfg, out, tg)
-			if update {
-				opt.UpdateGraph(scope, g, l.Total)
-				return []*Node{l.Vector(g)}
+			if update > 0 {
+				switch {
+				case o.Accumulate > 1:
+					accumulateGraph(scope, opt, l.Total, o.Accumulate, update == 2)
+				default:
+					opt.UpdateGraph(scope, g, l.Total)
+				}
+				if o.ClickRounds == 0 {
+					return []*Node{l.Vector(g)}
+				}
+				// What the next click round needs: the prediction at S×S
+				// [B, S, S], its low-res logits [B, 1, 4g, 4g] and the
+				// embedding [B, C, g, g].
+				low := chosenLowRes(out, in[6])
+				logits := upsampleLogits(InsertAxes(low, 1), t.s)
+				pred := Squeeze(ConvertDType(GreaterThan(logits, ZerosLike(logits)), dtypes.Float32), 1)
+				return []*Node{l.Vector(g), pred, InsertAxes(low, 1), StopGradient(emb)}
 			}
 			// Validation: per-object binary Dice (token 0) and class correctness.
 			return []*Node{l.Vector(g), objectDice(out, in[3], in[6], t.s), classCorrect(out, in[4])}
 		}
 	}
 	var err error
-	if t.step1, err = model.NewExec(m.SAM.Backend, store, build(true)); err != nil {
+	if t.step1, err = model.NewExec(m.SAM.Backend, store, build(firstRound, 1)); err != nil {
 		return nil, err
 	}
-	if t.valExec, err = model.NewExec(m.SAM.Backend, store, build(false)); err != nil {
+	if o.Accumulate > 1 {
+		if t.applyExec, err = model.NewExec(m.SAM.Backend, store, build(firstRound, 2)); err != nil {
+			return nil, err
+		}
+	}
+	if o.ClickRounds > 0 {
+		if t.clickExec, err = model.NewExec(m.SAM.Backend, store, build(clickRound, 1)); err != nil {
+			return nil, err
+		}
+	}
+	if t.valExec, err = model.NewExec(m.SAM.Backend, store, build(firstRound, 0)); err != nil {
 		return nil, err
 	}
 	// Create the learning-rate variable now so that it can be set per epoch.
@@ -723,12 +802,47 @@ func classUnion(objects []object, k, s, r int) [][]float32 {
 	return out
 }
 
+// step trains on one batch: its first round (accumulated, or applied when
+// the accumulation group is full), then its click rounds. It returns the
+// first round's loss terms.
 func (t *trainer) step(b batch) ([]float32, error) {
-	out, err := t.step1.Call(t.inputs(t.prepare(b, t.opts.Augment))...)
+	prepared := t.prepare(b, t.opts.Augment)
+	in := t.inputs(prepared)
+	exec := t.step1
+	t.steps++
+	if t.opts.Accumulate > 1 && t.steps%t.opts.Accumulate == 0 {
+		exec = t.applyExec
+	}
+	out, err := exec.Call(in...)
 	if err != nil {
 		return nil, err
 	}
+	if t.opts.ClickRounds > 0 {
+		sums, err := t.clickRounds(b, prepared, in, out)
+		if err != nil {
+			return nil, err
+		}
+		if t.clickSums == nil {
+			t.clickSums = make([]float64, len(sums))
+		}
+		for j, v := range sums {
+			t.clickSums[j] += v
+		}
+		t.clickSteps += t.opts.ClickRounds
+	}
 	return tensors.CopyFlatData[float32](out[0])
+}
+
+// chosenLowRes is Dec_sag's low-res logits of the mask inference would
+// choose (token 0 for a box, the highest predicted IoU of the multimask
+// tokens for a point): [B, 4g, 4g].
+func chosenLowRes(out segsam.Outputs, multimask *Node) *Node {
+	m := out.Binary.Shape().Dim(1)
+	best := AddScalar(ArgMax(Slice(out.IoU, AxisRange(), AxisRange(1, m)), -1, dtypes.Int32), 1)
+	first := ZerosLike(best)
+	isMulti := GreaterThan(multimask, ZerosLike(multimask))
+	pick := OneHot(Where(isMulti, best, first), m, dtypes.Float32) // [B, M]
+	return ReduceSum(Mul(out.Binary, InsertAxes(pick, -1, -1)), 1) // [B, 4g, 4g]
 }
 
 // validate runs the loss and metrics on the validation set with fixed
@@ -776,13 +890,8 @@ func upsampleLogits(x *Node, s int) *Node { return Interpolate(x, -1, -1, s, s).
 // target, per object [B], choosing the mask as inference does: token 0 for
 // a box, the highest predicted IoU of the multimask tokens for a point.
 func objectDice(out segsam.Outputs, target, multimask *Node, s int) *Node {
-	m := out.Binary.Shape().Dim(1)
-	best := AddScalar(ArgMax(Slice(out.IoU, AxisRange(), AxisRange(1, m)), -1, dtypes.Int32), 1)
-	first := ZerosLike(best)
-	isMulti := GreaterThan(multimask, ZerosLike(multimask))
-	pick := OneHot(Where(isMulti, best, first), m, dtypes.Float32) // [B, M]
-	low := ReduceSum(Mul(out.Binary, InsertAxes(pick, -1, -1)), 1) // [B, 4g, 4g]
-	logits := upsampleLogits(InsertAxes(low, 1), s)                // [B, 1, S, S]
+	low := chosenLowRes(out, multimask)             // [B, 4g, 4g]
+	logits := upsampleLogits(InsertAxes(low, 1), s) // [B, 1, S, S]
 	pred := Squeeze(ConvertDType(GreaterThan(logits, ZerosLike(logits)), dtypes.Float32), 1)
 	inter := ReduceSum(Mul(pred, target), 1, 2)
 	sum := Add(ReduceSum(pred, 1, 2), ReduceSum(target, 1, 2))

@@ -47,6 +47,8 @@ func runTrain(args []string) error {
 	boxFraction := fs.Float64("box-fraction", 0.5, "share of box prompts (the rest are single points; 0: points only)")
 	augment := fs.Bool("augment", false, "augment each training image per step: zoom/shift, flips where anatomy allows, contrast/brightness/gamma (needs --train-encoder full or adapters)")
 	balance := fs.Bool("balance", false, "draw images with each dataset weighted by 1/sqrt(its size) and prefer objects of rare classes")
+	clickRounds := fs.Int("click-rounds", 0, "SAM-Med2D's iterative click simulation: after each step's first prompt, this many more optimiser steps on the same batch, each with 1/3/5/9 clicks from the previous error region and the previous logits as mask prompt (SAM-Med2D uses 8; each round costs about one decoder step)")
+	accumulate := fs.Int("accumulate", 1, "sum the gradients of this many steps before one update: the effective batch is accumulate x images-per-step images (the paper: 128); the learning rate is not rescaled")
 	boxPrior := fs.Bool("box-prior", false, "add the ellipse inscribed in a box prompt to both decoders' mask logits, with a learned scale (segsam's addition for small models trained from scratch)")
 	textLiteral := fs.Bool("text-literal", false, "T2VSE as eq. 9 reads literally: the prompt tokens join only its cross-attention, so its summary token ignores the prompt (an ablation; default: they join its self-attention)")
 	initMatching := fs.Bool("init-matching", false, "with --init of a segsam checkpoint of another configuration (vocabulary, parts): take every weight whose name and shape fit, initialise the rest")
@@ -197,7 +199,7 @@ func runTrain(args []string) error {
 		Train: trainSet, Val: valSet, Model: cfg, Init: *initCkpt, Text: text, Out: *out,
 		Epochs: *epochs, LearningRate: *lr, HalveAt: halveAt, ImagesPerStep: *images, ObjectsPerImage: *objects,
 		BoxFraction: boxShare, Seed: *seed, Encoder: mode, CacheDir: *cache, MaxStepsPerEpoch: *maxSteps, Log: os.Stderr,
-		Augment: *augment, Balance: *balance, InitMatching: *initMatching, SemanticFromBinary: *sawFromSag,
+		Augment: *augment, Balance: *balance, ClickRounds: *clickRounds, Accumulate: *accumulate, InitMatching: *initMatching, SemanticFromBinary: *sawFromSag,
 	})
 	if err != nil {
 		return err
