@@ -10,6 +10,7 @@ import (
 
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/segsam/segsam/dataset"
 	"github.com/segsam/segsam/sam"
 	"github.com/segsam/segsam/segsam"
 )
@@ -70,12 +71,18 @@ func TestErrorClicks(t *testing.T) {
 
 // testTrainer builds a model and trainer as Run does (trained encoder, so
 // that no embedding cache is needed) on the small real subset.
-func testTrainer(t *testing.T, o Options) (*trainer, []*sample) {
+func testTrainer(t testing.TB, o Options) (*trainer, []*sample) {
 	t.Helper()
 	ds := openSubset(t)
 	classes := ds.Classes()
 	cfg := tinyConfig(t, "seg_sam", classes, 64)
-	o.Model, o.Train, o.Text, o.Out = cfg, ds, hashedText(t, classes), t.TempDir()
+	return newTestTrainer(t, o, ds, cfg)
+}
+
+// newTestTrainer builds the trainer of a configuration on a set.
+func newTestTrainer(t testing.TB, o Options, ds *dataset.Dataset, cfg segsam.Config) (*trainer, []*sample) {
+	t.Helper()
+	o.Model, o.Train, o.Text, o.Out = cfg, ds, hashedText(t, cfg.Classes), t.TempDir()
 	o.Encoder, o.LearningRate, o.Seed = EncoderFull, 1e-3, 5
 	o.defaults()
 	m, err := segsam.New(cfg, nil)

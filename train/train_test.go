@@ -16,7 +16,7 @@ import (
 const subset = "../testdata/dataset/demo_subset"
 
 // tinyConfig is the SAM of the reference fixtures (128 px input, 8×8 tokens).
-func tinyConfig(t *testing.T, variant string, classes []string, textDim int) segsam.Config {
+func tinyConfig(t testing.TB, variant string, classes []string, textDim int) segsam.Config {
 	t.Helper()
 	base, err := sam.LoadConfig("../testdata/fixtures/sam_tiny/config.json")
 	if err != nil {
@@ -30,7 +30,7 @@ func tinyConfig(t *testing.T, variant string, classes []string, textDim int) seg
 	return cfg
 }
 
-func openSubset(t *testing.T) *dataset.Dataset {
+func openSubset(t testing.TB) *dataset.Dataset {
 	t.Helper()
 	ds, err := dataset.Open(subset)
 	if err != nil {
@@ -39,7 +39,7 @@ func openSubset(t *testing.T) *dataset.Dataset {
 	return ds
 }
 
-func hashedText(t *testing.T, classes []string) *textembed.Set {
+func hashedText(t testing.TB, classes []string) *textembed.Set {
 	t.Helper()
 	p, err := textembed.NewHashed(64)
 	if err != nil {
