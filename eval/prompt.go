@@ -33,6 +33,11 @@ type Prompt struct {
 	Box [4]float64
 	// Point is set for KindPoint.
 	Point [2]float64
+	// Clicks are corrective clicks after the first prompt, and MaskInput
+	// the Segmenter's own LowRes of the previous round (interactive
+	// evaluation, clicks.go; only for Refiners).
+	Clicks    []Click
+	MaskInput []float32
 }
 
 // ParseKinds turns a --prompt value ("box", "point" or "both") into the

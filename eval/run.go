@@ -39,6 +39,9 @@ type Options struct {
 	// GalleryN is the number of worst cases (lowest DSC) kept per row for
 	// the gallery: 0 means DefaultGalleryN, negative none.
 	GalleryN int
+	// Clicks adds interactive rows: each prompt followed by this many
+	// corrective clicks (clicks.go), for Segmenters that take them.
+	Clicks int
 }
 
 // MethodInfo describes one evaluated Segmenter.
@@ -221,46 +224,52 @@ func Run(ctx context.Context, ds *dataset.Dataset, segs []Segmenter, opts Option
 			prompts[i] = j.prompt
 		}
 		for si, s := range segs {
-			preds, err := s.Segment(ctx, e.ImagePath(), e.Height, e.Width, prompts)
-			if err != nil {
-				return nil, fmt.Errorf("evaluate %s on %s: %w", s.Name(), e.Path, err)
-			}
-			if len(preds) != len(prompts) {
-				return nil, fmt.Errorf("evaluate %s on %s: %d predictions for %d prompts", s.Name(), e.Path, len(preds), len(prompts))
-			}
-			for i, j := range jobs {
-				p := preds[i]
-				if len(p.Mask) != n || (p.SemanticMask != nil && len(p.SemanticMask) != n) {
-					return nil, fmt.Errorf("evaluate %s on %s: prediction %d has a mask of %d (semantic %d) pixels, want %d×%d = %d",
-						s.Name(), e.Path, i, len(p.Mask), len(p.SemanticMask), e.Width, e.Height, n)
+			segment := func(prompts []Prompt) ([]Prediction, error) {
+				preds, err := s.Segment(ctx, e.ImagePath(), e.Height, e.Width, prompts)
+				if err != nil {
+					return nil, fmt.Errorf("evaluate %s on %s: %w", s.Name(), e.Path, err)
 				}
-				m := e.Masks[j.mask]
-				r := ObjectResult{
-					Method: s.Name(), Image: e.Path, Mask: m.Path, Class: m.Class, Modality: e.Modality,
-					Prompt: j.prompt.Kind, DSC: Dice(p.Mask, j.gt), IoU: IoU(p.Mask, j.gt),
-					GTArea: j.area, PredArea: count(p.Mask),
+				if len(preds) != len(prompts) {
+					return nil, fmt.Errorf("evaluate %s on %s: %d predictions for %d prompts", s.Name(), e.Path, len(preds), len(prompts))
 				}
-				r.Box, r.Point = j.prompt.coords()
-				if semantic[si] {
-					sm := p.SemanticMask
-					if sm == nil {
-						sm = p.Mask
+				for i, p := range preds {
+					if len(p.Mask) != n || (p.SemanticMask != nil && len(p.SemanticMask) != n) {
+						return nil, fmt.Errorf("evaluate %s on %s: prediction %d has a mask of %d (semantic %d) pixels, want %d×%d = %d",
+							s.Name(), e.Path, i, len(p.Mask), len(p.SemanticMask), e.Width, e.Height, n)
 					}
-					sd := SemanticDice(p.Class, sm, m.Class, j.gt)
-					r.SemanticDSC = &sd
-					r.PredClass, r.Confidence = p.Class, p.Confidence
 				}
-				if iouPred[si] {
-					v := p.IoUPred
-					r.IoUPred = &v
+				return preds, nil
+			}
+			preds, err := segment(prompts)
+			if err != nil {
+				return nil, err
+			}
+			rep.record(s.Name(), semantic[si], iouPred[si], galleryN, e, preds, func(i int) (int, []bool, int, Prompt, string) {
+				j := jobs[i]
+				return j.mask, j.gt, j.area, j.prompt, j.prompt.Kind
+			})
+			if opts.Clicks <= 0 || !acceptsClicks(s) {
+				continue
+			}
+			// Interactive rounds (clicks.go).
+			round := append([]Prompt(nil), prompts...)
+			for r := 0; r < opts.Clicks; r++ {
+				for i := range round {
+					c, ok := NextClick(preds[i].Mask, jobs[i].gt, e.Width)
+					if !ok {
+						continue // perfect: no click needed, keep the previous mask input
+					}
+					round[i].Clicks = append(append([]Click(nil), round[i].Clicks...), c)
+					round[i].MaskInput = preds[i].LowRes
 				}
-				rep.Results = append(rep.Results, r)
-				if galleryN > 0 {
-					rep.keepWorst(rowKey{s.Name(), j.prompt.Kind}, galleryN, worstCase{
-						result: len(rep.Results) - 1, pred: p.Mask, gt: j.gt, prompt: j.prompt,
-					})
+				if preds, err = segment(round); err != nil {
+					return nil, err
 				}
 			}
+			rep.record(s.Name(), semantic[si], iouPred[si], galleryN, e, preds, func(i int) (int, []bool, int, Prompt, string) {
+				j := jobs[i]
+				return j.mask, j.gt, j.area, round[i], ClickLabel(j.prompt.Kind, opts.Clicks)
+			})
 		}
 		bar.Add(1)
 	}
@@ -270,6 +279,41 @@ func Run(ctx context.Context, ds *dataset.Dataset, segs []Segmenter, opts Option
 	rep.Rows = Summarize(rep.Results)
 	rep.Elapsed = time.Since(start)
 	return rep, nil
+}
+
+// record adds one result per prediction; job(i) gives prediction i's mask
+// index, ground truth, its area, prompt and row label.
+func (rep *Report) record(method string, semantic, iouPred bool, galleryN int, e *dataset.ImageEntry, preds []Prediction,
+	job func(i int) (mask int, gt []bool, area int, prompt Prompt, label string)) {
+	for i, p := range preds {
+		mi, gt, area, prompt, label := job(i)
+		m := e.Masks[mi]
+		r := ObjectResult{
+			Method: method, Image: e.Path, Mask: m.Path, Class: m.Class, Modality: e.Modality,
+			Prompt: label, DSC: Dice(p.Mask, gt), IoU: IoU(p.Mask, gt),
+			GTArea: area, PredArea: count(p.Mask),
+		}
+		r.Box, r.Point = prompt.coords()
+		if semantic {
+			sm := p.SemanticMask
+			if sm == nil {
+				sm = p.Mask
+			}
+			sd := SemanticDice(p.Class, sm, m.Class, gt)
+			r.SemanticDSC = &sd
+			r.PredClass, r.Confidence = p.Class, p.Confidence
+		}
+		if iouPred {
+			v := p.IoUPred
+			r.IoUPred = &v
+		}
+		rep.Results = append(rep.Results, r)
+		if galleryN > 0 {
+			rep.keepWorst(rowKey{method, label}, galleryN, worstCase{
+				result: len(rep.Results) - 1, pred: p.Mask, gt: gt, prompt: prompt,
+			})
+		}
+	}
 }
 
 // keepWorst keeps the n results of a row with the lowest DSC (earliest first

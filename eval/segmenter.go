@@ -22,6 +22,9 @@ type Prediction struct {
 	// prompted object, h×w row-major; nil when the model has none, in which
 	// case Mask stands in for the semantic DSC.
 	SemanticMask []bool
+	// LowRes is the model's low-resolution logits of Mask, passed back as
+	// Prompt.MaskInput in the next interactive round (Refiners only).
+	LowRes []float32
 }
 
 // Segmenter is a promptable segmentation model under evaluation.

@@ -83,6 +83,14 @@ func promptTitle(kind string) string {
 	case KindPoint:
 		return "Point"
 	}
+	// Interactive rows: "box+3" -> "Box + 3 clicks".
+	if base, n, ok := strings.Cut(kind, "+"); ok && (base == KindBox || base == KindPoint) {
+		unit := "clicks"
+		if n == "1" {
+			unit = "click"
+		}
+		return promptTitle(base) + " + " + n + " " + unit
+	}
 	return kind
 }
 

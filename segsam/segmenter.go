@@ -53,6 +53,10 @@ func (s *Segmenter) Name() string { return s.Label }
 // Classes implements eval.Segmenter.
 func (s *Segmenter) Classes() []string { return s.P.Classes() }
 
+// AcceptsClicks implements eval.Refiner: corrective clicks and a mask
+// prompt are a SAM model's interactive use.
+func (s *Segmenter) AcceptsClicks() bool { return true }
+
 // Segment implements eval.Segmenter.
 func (s *Segmenter) Segment(ctx context.Context, imagePath string, h, w int, prompts []eval.Prompt) ([]eval.Prediction, error) {
 	data, err := os.ReadFile(imagePath)
@@ -84,12 +88,27 @@ func (s *Segmenter) Segment(ctx context.Context, imagePath string, h, w int, pro
 		default:
 			return nil, fmt.Errorf("unknown prompt kind %q", pr.Kind)
 		}
+		// Corrective clicks (interactive evaluation): more points, the
+		// previous low-res logits as mask prompt, and one mask, as SAM's
+		// interactive use has it once the prompt is no longer ambiguous.
+		for _, c := range pr.Clicks {
+			label := sam.LabelNegative
+			if c.Positive {
+				label = sam.LabelPositive
+			}
+			q.Points = append(q.Points, sam.Point{X: c.X, Y: c.Y, Label: label})
+			q.Multimask = false
+		}
+		q.MaskInput = pr.MaskInput
 		res, err := s.P.Predict(q)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", imagePath, err)
 		}
 		best := res.Best(0)
 		p := eval.Prediction{Mask: res.Mask(0, best), IoUPred: res.IoU[best]}
+		if r := res.LowResSize; r > 0 && len(res.LowRes) >= (best+1)*r*r {
+			p.LowRes = res.LowRes[best*r*r : (best+1)*r*r]
+		}
 		if res.Class != nil {
 			p.Class, p.Confidence = res.Class[0], res.Confidence[0]
 		}

@@ -41,6 +41,7 @@ func runEval(args []string) error {
 	noModel := fs.Bool("no-model", false, "evaluate the baselines only (no model)")
 	arch := fs.String("arch", "", "architecture of --checkpoint (default: inferred)")
 	gallery := fs.Int("gallery", eval.DefaultGalleryN, "worst cases drawn per method and prompt (0: none)")
+	clicks := fs.Int("clicks", 0, "interactive rows too: each prompt followed by N corrective clicks, each on the centre of the largest error (positive on a missed pixel, negative on a false one), with the previous mask as mask prompt (models only, not the baselines)")
 	quiet := fs.Bool("quiet", false, "no progress bar")
 	out := fs.String("out", "", "output folder (created; report files in it are replaced)")
 	if err := parseFlags(fs, args); err != nil {
@@ -119,7 +120,10 @@ func runEval(args []string) error {
 		return usageErrorf("--split %q: want all, train or val", *split)
 	}
 
-	opts := eval.Options{Prompt: *prompt, Seed: *seed, PromptsFile: *promptsFile, GalleryN: *gallery}
+	if *clicks < 0 {
+		return usageErrorf("--clicks %d: want 0 or more", *clicks)
+	}
+	opts := eval.Options{Prompt: *prompt, Seed: *seed, PromptsFile: *promptsFile, GalleryN: *gallery, Clicks: *clicks}
 	if *gallery == 0 {
 		opts.GalleryN = -1
 	}
