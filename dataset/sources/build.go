@@ -349,7 +349,10 @@ func (b *builder) pair(p, name string) error {
 		img = toRGB(raw)
 	}
 	sw, sh := prepare.FitSize(ow, oh, MaxSide)
-	img = resizeImage(img, sw, sh)
+	img = resizeImage(img, sw, sh)                      // [sh, sw]
+	if img, err = orient(src.Orient, img); err != nil { // [sh, sw] or [sw, sh]
+		return fmt.Errorf("%s: %w", p, err)
+	}
 
 	var classes []string
 	union := map[string]*image.Gray{}
@@ -376,7 +379,10 @@ func (b *builder) pair(p, name string) error {
 		}
 		usedMasks = append(usedMasks, mp)
 		for _, cm := range extract(&src.Masks[i], mimg, src.Invert) {
-			r := resizeMask(cm.mask, sw, sh, cm.binary)
+			r, err := orientMask(src.Orient, resizeMask(cm.mask, sw, sh, cm.binary))
+			if err != nil {
+				return fmt.Errorf("%s: mask %s: %w", p, mp, err)
+			}
 			u, ok := union[cm.class]
 			if !ok {
 				union[cm.class] = r

@@ -75,6 +75,9 @@ type Source struct {
 	MaxImages       int        `json:"max_images,omitempty"`
 	SplitComponents *bool      `json:"split_components,omitempty"`
 	Invert          bool       `json:"invert,omitempty"`
+	// Orient (an optional addition) turns images and masks to the standard
+	// view, for sets stored in a raw array orientation (see Orientations).
+	Orient string `json:"orient,omitempty"`
 
 	// both kinds
 	Group string `json:"group,omitempty"`
@@ -324,6 +327,9 @@ func (s *Source) validatePairs() error {
 	if s.MaxImages < 0 {
 		return fmt.Errorf("\"max_images\" %d: want 0 (all) or more", s.MaxImages)
 	}
+	if !validOrient(s.Orient) {
+		return fmt.Errorf("\"orient\" %q: want one of %s", s.Orient, strings.Join(Orientations, ", "))
+	}
 	return nil
 }
 
@@ -407,6 +413,7 @@ func (s *Source) validateVolumes() error {
 	for name, set := range map[string]bool{
 		"images": s.Images != "", "image_regex": s.ImageRegex != "", "skip": len(s.Skip) > 0, "masks": len(s.Masks) > 0,
 		"every": s.Every != 0, "max_images": s.MaxImages != 0, "split_components": s.SplitComponents != nil, "invert": s.Invert,
+		"orient": s.Orient != "",
 	} {
 		if set {
 			return fmt.Errorf("%q is a field of kind %q, not %q", name, KindPairs, KindVolumes)

@@ -267,6 +267,29 @@ func TestBuildSources(t *testing.T) {
 				t.Errorf("taken.tsv:\n%s", taken)
 			}
 		}},
+		{"pairs with orient", map[string]any{
+			"id": "endor", "dataset": "Test polyps", "modality": "endoscopy", "kind": "pairs", "commit": r.first,
+			"images": "pairs/images/*.{png,jpg}", "skip": []string{"**/aug_*"}, "orient": "rot90",
+			"masks": []any{map[string]any{"path": "{dir}/../masks/{stem}.png", "mode": "binary", "class": "polyp"}},
+			"group": `^.*/(case\d+)_[^/]*$`,
+		}, func(t *testing.T, ds *dataset.Dataset, taken string, res *Result) {
+			if res.Taken != 2 || res.Masks != 3 {
+				t.Errorf("result %+v", res)
+			}
+			e := find(t, ds, "endor__case1_a")
+			if e.Width != 171 || e.Height != 256 || e.Meta.OriginalSize != [2]int{300, 200} {
+				t.Errorf("rot90 case1: %dx%d (original %v), want 171x256", e.Width, e.Height, e.Meta.OriginalSize)
+			}
+			for i := range e.Masks {
+				g, err := e.LoadMask(i)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b := g.Bounds(); b.Dx() != 171 || b.Dy() != 256 {
+					t.Errorf("mask %d is %dx%d, want the turned image's 171x256", i, b.Dx(), b.Dy())
+				}
+			}
+		}},
 		{"values, no split", map[string]any{
 			"id": "xr", "dataset": "Test chest", "modality": "X-ray", "kind": "pairs", "commit": r.first,
 			"images": "xr/img/*.png", "split_components": false,
@@ -600,6 +623,7 @@ func TestLoadErrors(t *testing.T) {
 		{"comment", `{"schema"`, "{// c\n\"schema\"", "comments are not allowed"},
 		{"wrong type", `"schema": 1`, `"schema": "1"`, `field "schema"`},
 		{"group groups", `"kind"`, `"group": "a(b)(c)", "kind"`, "exactly one capture group"},
+		{"bad orient", `"kind"`, `"orient": "rot45", "kind"`, `"orient" "rot45"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
