@@ -75,6 +75,7 @@ func (s *Server) monaiRoutes() []route {
 		{"DELETE", "/datastore/label", s.handleMLRemoveLabel},
 		{"GET", "/datastore/label/info", s.handleMLLabelInfo},
 		{"PUT", "/datastore/label/info", s.handleMLUpdateLabelInfo},
+		{"POST", "/infer/{model}", s.handleMLInfer},
 	}
 }
 
