@@ -76,6 +76,10 @@ func (s *Server) monaiRoutes() []route {
 		{"GET", "/datastore/label/info", s.handleMLLabelInfo},
 		{"PUT", "/datastore/label/info", s.handleMLUpdateLabelInfo},
 		{"POST", "/infer/{model}", s.handleMLInfer},
+		{"PUT", "/session/{$}", s.handleMLCreateSession},
+		{"GET", "/session/{id}", s.handleMLGetSession},
+		{"DELETE", "/session/{id}", s.handleMLRemoveSession},
+		{"POST", "/activelearning/{strategy}", s.handleMLNextSample},
 	}
 }
 

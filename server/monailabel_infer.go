@@ -59,6 +59,13 @@ type mlImage struct {
 // uploaded "file" part, or a datastore image.
 func (s *Server) inferImage(r *http.Request, form *requestForm) (mlImage, error) {
 	q := r.URL.Query()
+	if sid := q.Get("session_id"); sid != "" {
+		sess, ok := s.sessions.Get(sid, true)
+		if !ok {
+			return mlImage{}, unknownSession(sid)
+		}
+		return mlImage{img: sess.img, name: "session"}, nil
+	}
 	if f := form.file("file"); f != nil {
 		ext, err := sniffExt(f.filename, f.data, imageExts)
 		if err != nil {

@@ -183,8 +183,9 @@ type Server struct {
 
 	// MONAI Label: the studies folder (nil without Config.StudiesDir),
 	// its decoded images, and the sessions.
-	studies *mlDatastore
-	loaded  *studyCache
+	studies  *mlDatastore
+	loaded   *studyCache
+	sessions *mlSessions
 }
 
 // New returns a server for a loaded model (segsam.LoadAny): a SEG-SAM model
@@ -219,6 +220,9 @@ func New(model *segsam.Predictor, cfg Config) (*Server, error) {
 		}
 	}
 	s.loaded = newStudyCache(4, s.cache.DropImage)
+	if s.sessions, err = newMLSessions(cfg.SessionExpiry, cfg.MaxSessions, s.cache.DropImage); err != nil {
+		return nil, err
+	}
 	s.bg, s.cancelBg = context.WithCancel(context.Background())
 	s.handler = s.routesHandler()
 	return s, nil
@@ -231,6 +235,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) Close() {
 	s.cancelBg()
 	s.wg.Wait()
+	s.sessions.RemoveAll()
 }
 
 // HTTPServer returns an http.Server for the handler with the configured
