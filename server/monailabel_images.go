@@ -19,10 +19,12 @@ import (
 )
 
 // studyCache keeps the few most recently used studies decoded (a CT is
-// hundreds of MB as float32), keyed by id and datastore version.
+// hundreds of MB as float32), keyed by id and datastore version, bounded by
+// a count and by their decoded bytes (the most recent is always kept).
 type studyCache struct {
-	max    int
-	onDrop func(id string) // drops the embeddings of a storedImage id
+	max      int
+	maxBytes int64
+	onDrop   func(id string) // drops the embeddings of a storedImage id
 
 	mu    sync.Mutex
 	items []*cachedStudy // most recent first
@@ -34,8 +36,17 @@ type cachedStudy struct {
 	img     *storedImage
 }
 
-func newStudyCache(max int, onDrop func(string)) *studyCache {
-	return &studyCache{max: max, onDrop: onDrop}
+func newStudyCache(max int, maxBytes int64, onDrop func(string)) *studyCache {
+	return &studyCache{max: max, maxBytes: maxBytes, onDrop: onDrop}
+}
+
+// bytes is the decoded size of the cached studies. c.mu is held.
+func (c *studyCache) bytes() int64 {
+	var n int64
+	for _, it := range c.items {
+		n += it.img.Bytes
+	}
+	return n
 }
 
 // get returns a cached study of that version, dropping older versions.
@@ -62,7 +73,7 @@ func (c *studyCache) put(id string, version int, img *storedImage) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.items = append([]*cachedStudy{{id: id, version: version, img: img}}, c.items...)
-	for len(c.items) > c.max {
+	for len(c.items) > 1 && (len(c.items) > c.max || c.bytes() > c.maxBytes) {
 		old := c.items[len(c.items)-1]
 		c.items = c.items[:len(c.items)-1]
 		go c.onDrop(old.img.ID)

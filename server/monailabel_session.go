@@ -34,8 +34,9 @@ type mlSession struct {
 
 // mlSessions holds the sessions.
 type mlSessions struct {
-	expiry time.Duration
-	max    int
+	expiry   time.Duration
+	max      int
+	maxBytes int64 // of the sessions' decoded images
 	onDrop func(id string)
 	now    func() time.Time // tests move the clock
 
@@ -43,8 +44,20 @@ type mlSessions struct {
 	items map[string]*mlSession
 }
 
-func newMLSessions(expiry time.Duration, max int, onDrop func(string)) (*mlSessions, error) {
-	return &mlSessions{expiry: expiry, max: max, onDrop: onDrop, now: time.Now, items: map[string]*mlSession{}}, nil
+func newMLSessions(expiry time.Duration, max int, maxBytes int64, onDrop func(string)) (*mlSessions, error) {
+	if expiry <= 0 || max <= 0 || maxBytes <= 0 {
+		return nil, fmt.Errorf("sessions: expiry %v, max %d, bytes %d: want positive values", expiry, max, maxBytes)
+	}
+	return &mlSessions{expiry: expiry, max: max, maxBytes: maxBytes, onDrop: onDrop, now: time.Now, items: map[string]*mlSession{}}, nil
+}
+
+// bytes is the decoded size of the sessions' images. ss.mu is held.
+func (ss *mlSessions) bytes() int64 {
+	var n int64
+	for _, s := range ss.items {
+		n += s.img.Bytes
+	}
+	return n
 }
 
 // expired reports whether a session has outlived its expiry. ss.mu is held.
@@ -73,12 +86,14 @@ func (ss *mlSessions) sweep() {
 	}
 }
 
-// Add creates a session for a decoded image whose file(s) are in dir.
+// Add creates a session for a decoded image whose file(s) are in dir,
+// dropping the least recently used sessions beyond the count and size
+// bounds.
 func (ss *mlSessions) Add(dir, image, ext string, img *storedImage, expiry time.Duration) MLSessionInfo {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	ss.sweep()
-	for len(ss.items) >= ss.max {
+	for len(ss.items) > 0 && (len(ss.items) >= ss.max || ss.bytes()+img.Bytes > ss.maxBytes) {
 		oldest := ""
 		for id, s := range ss.items {
 			if oldest == "" || s.info.LastAccessTS < ss.items[oldest].info.LastAccessTS {

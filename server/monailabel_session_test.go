@@ -104,30 +104,38 @@ func mustEncode(t *testing.T, res mlInferResult) []byte {
 	return b
 }
 
-// TestMLSessionBound checks that the oldest session is dropped beyond
-// MaxSessions and that Close removes the sessions' folders.
+// TestMLSessionBound checks that the least recently used session is
+// dropped beyond MaxSessions or beyond MaxStoreBytes of decoded images (the
+// test CT is 270,000 bytes as float32), and that Close removes the
+// sessions' folders.
 func TestMLSessionBound(t *testing.T) {
-	s, ts := newTestServer(t, false, Config{DisablePrecompute: true, MaxSessions: 2})
-	clock := time.Now()
-	s.sessions.now = func() time.Time { return clock }
-	var paths []string
-	for i := 0; i < 3; i++ {
-		ct, body := requestsMultipart([]mlFile{{"files", "ct.nii.gz", readFile(t, demoVolume)}})
-		var created struct {
-			SessionID   string        `json:"session_id"`
-			SessionInfo MLSessionInfo `json:"session_info"`
+	for _, cfg := range []Config{{MaxSessions: 2}, {MaxStoreBytes: 600_000}} {
+		cfg.DisablePrecompute = true
+		s, ts := newTestServer(t, false, cfg)
+		clock := time.Now()
+		s.sessions.now = func() time.Time { return clock }
+		var paths []string
+		for i := 0; i < 3; i++ {
+			ct, body := requestsMultipart([]mlFile{{"files", "ct.nii.gz", readFile(t, demoVolume)}})
+			var created struct {
+				SessionID   string        `json:"session_id"`
+				SessionInfo MLSessionInfo `json:"session_info"`
+			}
+			mlJSON(t, "PUT", ts.URL+"/session/", ct, body, &created)
+			paths = append(paths, created.SessionInfo.Path)
+			clock = clock.Add(time.Second) // session times are in seconds
 		}
-		mlJSON(t, "PUT", ts.URL+"/session/", ct, body, &created)
-		paths = append(paths, created.SessionInfo.Path)
-		clock = clock.Add(time.Second) // session times are in seconds
-	}
-	if _, err := os.Stat(paths[0]); !os.IsNotExist(err) {
-		t.Errorf("the oldest session was kept beyond MaxSessions")
-	}
-	s.Close()
-	for _, p := range paths[1:] {
-		if _, err := os.Stat(p); !os.IsNotExist(err) {
-			t.Errorf("Close left %s", p)
+		if _, err := os.Stat(paths[0]); !os.IsNotExist(err) {
+			t.Errorf("%+v: the oldest session was kept", cfg)
+		}
+		if _, err := os.Stat(paths[1]); err != nil {
+			t.Errorf("%+v: the second session was dropped: %v", cfg, err)
+		}
+		s.Close()
+		for _, p := range paths[1:] {
+			if _, err := os.Stat(p); !os.IsNotExist(err) {
+				t.Errorf("Close left %s", p)
+			}
 		}
 	}
 }

@@ -219,8 +219,8 @@ func New(model *segsam.Predictor, cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	s.loaded = newStudyCache(4, s.cache.DropImage)
-	if s.sessions, err = newMLSessions(cfg.SessionExpiry, cfg.MaxSessions, s.cache.DropImage); err != nil {
+	s.loaded = newStudyCache(4, cfg.MaxStoreBytes, s.cache.DropImage)
+	if s.sessions, err = newMLSessions(cfg.SessionExpiry, cfg.MaxSessions, cfg.MaxStoreBytes, s.cache.DropImage); err != nil {
 		return nil, err
 	}
 	s.bg, s.cancelBg = context.WithCancel(context.Background())
