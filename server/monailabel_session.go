@@ -37,8 +37,8 @@ type mlSessions struct {
 	expiry   time.Duration
 	max      int
 	maxBytes int64 // of the sessions' decoded images
-	onDrop func(id string)
-	now    func() time.Time // tests move the clock
+	onDrop   func(id string)
+	now      func() time.Time // tests move the clock
 
 	mu    sync.Mutex
 	items map[string]*mlSession
