@@ -322,3 +322,21 @@ func TestMLBuiltinLiver(t *testing.T) {
 func encodeNIfTI(img *nifti.Image) ([]byte, error) {
 	return writeNIfTIBytes("l.nii.gz", func(path string) error { return nifti.Write(path, img) })
 }
+
+// TestMLInferPlainSAM checks the interactive model on a plain SAM
+// checkpoint: no labels in /info/, the segment's name (or "segsam") in
+// label_names, no class in params.
+func TestMLInferPlainSAM(t *testing.T) {
+	_, ts := newTestServer(t, true, Config{StudiesDir: studiesDir(t), DisablePrecompute: true})
+	var info MLInfo
+	mlJSON(t, "GET", ts.URL+"/info/", "", nil, &info)
+	if len(info.Labels) != 0 || info.Models[mlInteractiveModel].Type != "deepgrow" {
+		t.Errorf("info of a plain SAM: %+v", info)
+	}
+	res := mlInfer(t, ts.URL, mlInteractiveModel, "ct_crop", "", map[string]any{"foreground": [][]int{{20, 20, 15}}})
+	names, _ := res.params["label_names"].(map[string]any)
+	if names["segsam"] != float64(1) || res.params["class"] != nil {
+		t.Errorf("params %v", res.params)
+	}
+	checkGeometry(t, res.label.Header, ctHeader(t))
+}
