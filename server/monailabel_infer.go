@@ -8,7 +8,6 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/textproto"
-	"strings"
 	"time"
 
 	"github.com/segsam/segsam/medimg"
@@ -125,6 +124,10 @@ func (s *Server) handleMLInfer(w http.ResponseWriter, r *http.Request) error {
 	if lf := form.file("label"); lf != nil && len(lf.data) > 0 && !isNIfTI(lf.data) && !(len(lf.data) >= 2 && lf.data[0] == 0x1f && lf.data[1] == 0x8b) {
 		return httpErrorf(http.StatusUnsupportedMediaType, "label %q is not a NIfTI file (.nii.gz or .nii)", lf.filename)
 	}
+	format, err := parseResultFormat(params)
+	if err != nil {
+		return err
+	}
 	im, err := s.inferImage(r, form)
 	if err != nil {
 		return err
@@ -134,9 +137,9 @@ func (s *Server) handleMLInfer(w http.ResponseWriter, r *http.Request) error {
 	}
 	var res *mlResult
 	if model == mlAutoModel {
-		res, err = s.inferAuto(r, im)
+		res, err = s.inferAuto(r, im, format)
 	} else {
-		res, err = s.inferInteractive(r, im, params)
+		res, err = s.inferInteractive(r, im, params, format)
 	}
 	if err != nil {
 		return err
@@ -197,6 +200,42 @@ func writeMLResult(w http.ResponseWriter, res *mlResult, output string) error {
 	return err
 }
 
+// resultFormat is the label file an infer request asks for with MONAI
+// Label's params result_extension (".nii.gz" by default, ".nii", or ".nrrd"
+// as OHIF asks) and result_compress (gzip encoding inside an NRRD).
+type resultFormat struct {
+	ext      string
+	compress bool
+}
+
+func parseResultFormat(params map[string]any) (resultFormat, error) {
+	f := resultFormat{ext: ".nii.gz"}
+	if e, ok := params["result_extension"]; ok && e != nil {
+		s, _ := e.(string)
+		switch s {
+		case ".nii.gz", ".nii", ".nrrd":
+			f.ext = s
+		default:
+			return f, httpErrorf(http.StatusBadRequest, "result_extension %v: segsam writes .nii.gz, .nii or .nrrd", e)
+		}
+	}
+	if c, ok := params["result_compress"].(bool); ok {
+		f.compress = c
+	}
+	return f, nil
+}
+
+// encodeLabels encodes a label map on a volume's grid in the asked format.
+func encodeLabels(vol *medimg.Volume, labels []uint16, f resultFormat) ([]byte, error) {
+	switch f.ext {
+	case ".nrrd":
+		return labelNRRD(vol, labels, f.compress)
+	case ".nii":
+		return writeNIfTIBytes("label.nii", func(path string) error { return medimg.WriteLabelNIfTI(path, vol, labels) })
+	}
+	return labelVolumeNIfTI(vol, labels)
+}
+
 // labelVolumeNIfTI encodes a label map on a volume's grid.
 func labelVolumeNIfTI(vol *medimg.Volume, labels []uint16) ([]byte, error) {
 	return writeNIfTIBytes("label.nii.gz", func(path string) error { return medimg.WriteLabelNIfTI(path, vol, labels) })
@@ -234,7 +273,7 @@ func voxelIndex(kind string, n int, p []float64) ([3]int, error) {
 }
 
 // inferInteractive answers the deepgrow-type model.
-func (s *Server) inferInteractive(r *http.Request, im mlImage, raw map[string]any) (*mlResult, error) {
+func (s *Server) inferInteractive(r *http.Request, im mlImage, raw map[string]any, format resultFormat) (*mlResult, error) {
 	var p mlInferParams
 	data, _ := json.Marshal(raw)
 	if err := json.Unmarshal(data, &p); err != nil {
@@ -464,8 +503,9 @@ func (s *Server) inferInteractive(r *http.Request, im mlImage, raw map[string]an
 				area++
 			}
 		}
-		label, err = labelVolumeNIfTI(img.Volume, labels)
+		label, err = encodeLabels(img.Volume, labels, format)
 	} else {
+		format = resultFormat{ext: ".nii.gz"} // a 2-D image's label is a W x H x 1 NIfTI
 		labels := make([]uint8, plane)
 		for vox := range on {
 			if on[vox] > 0 {
@@ -498,11 +538,11 @@ func (s *Server) inferInteractive(r *http.Request, im mlImage, raw map[string]an
 	params["prompt"] = map[string]any{"points": len(pr.Points), "box": len(pr.Boxes) > 0, "ignored_points": ignored}
 	params["timings_ms"] = t
 	params["latencies"] = map[string]float64{"infer": (t.Encode + t.Decode) / 1000, "post": (t.Post + t.Output) / 1000}
-	return &mlResult{label: label, filename: safeFilename(im.name+"_"+name) + ".nii.gz", params: params}, nil
+	return &mlResult{label: label, filename: safeFilename(im.name+"_"+name) + format.ext, params: params}, nil
 }
 
 // inferAuto answers the automatic model with the segmenter's label map.
-func (s *Server) inferAuto(r *http.Request, im mlImage) (*mlResult, error) {
+func (s *Server) inferAuto(r *http.Request, im mlImage, format resultFormat) (*mlResult, error) {
 	if im.img.Kind != kindVolume {
 		return nil, httpErrorf(http.StatusBadRequest, "model %q labels volumes; this image is 2-D", mlAutoModel)
 	}
@@ -516,7 +556,7 @@ func (s *Server) inferAuto(r *http.Request, im mlImage) (*mlResult, error) {
 		return nil, fmt.Errorf("segment volume: %d labels for %d voxels", len(labels), len(vol.Data))
 	}
 	seg := time.Since(start)
-	label, err := labelVolumeNIfTI(vol, labels)
+	label, err := encodeLabels(vol, labels, format)
 	if err != nil {
 		return nil, fmt.Errorf("encode label: %w", err)
 	}
@@ -543,5 +583,5 @@ func (s *Server) inferAuto(r *http.Request, im mlImage) (*mlResult, error) {
 		"timings_ms":  &Timings{Embedding: "n/a", Decode: ms(seg)},
 		"latencies":   map[string]float64{"infer": seg.Seconds()},
 	}
-	return &mlResult{label: label, filename: safeFilename(im.name+"_"+strings.ReplaceAll(mlAutoModel, "/", "_")) + ".nii.gz", params: params}, nil
+	return &mlResult{label: label, filename: safeFilename(im.name+"_"+mlAutoModel) + format.ext, params: params}, nil
 }

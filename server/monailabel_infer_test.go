@@ -340,3 +340,51 @@ func TestMLInferPlainSAM(t *testing.T) {
 	}
 	checkGeometry(t, res.label.Header, ctHeader(t))
 }
+
+// TestMLInferNRRD checks the NRRD answer OHIF asks for (output=image,
+// result_extension .nrrd, result_compress false): the same voxels as the
+// NIfTI answer, raw uint8 in file order, the grid's geometry in LPS.
+func TestMLInferNRRD(t *testing.T) {
+	_, ts := newTestServer(t, false, Config{StudiesDir: studiesDir(t), DisablePrecompute: true})
+	click := map[string]any{"foreground": [][]int{{20, 20, 15}}}
+	want := mlInfer(t, ts.URL, mlInteractiveModel, "ct_crop", "", click)
+	pj, _ := json.Marshal(map[string]any{"foreground": [][]int{{20, 20, 15}}, "result_extension": ".nrrd", "result_dtype": "uint8", "result_compress": false, "restore_label_idx": false})
+	ct, body := mlMultipart([]mlField{{"params", string(pj)}}, nil)
+	code, data, h := mlDo(t, "POST", ts.URL+"/infer/segsam?image=ct_crop&output=image", ct, body)
+	if code != 200 || !strings.Contains(h.Get("Content-Disposition"), ".nrrd") {
+		t.Fatalf("NRRD answer: %d %q %s", code, h.Get("Content-Disposition"), data[:min(len(data), 200)])
+	}
+	head, raw, ok := bytes.Cut(data, []byte("\n\n"))
+	if !ok {
+		t.Fatalf("no NRRD header end")
+	}
+	hdr := hdrFields(string(head))
+	if !strings.HasPrefix(string(head), "NRRD000") || hdr["type"] != "uint8" || hdr["sizes"] != "50 45 30" || hdr["encoding"] != "raw" ||
+		hdr["space"] != "left-posterior-superior" || hdr["space directions"] != "(-6,0,0) (0,-6,0) (0,0,3)" {
+		t.Errorf("NRRD header %q", head)
+	}
+	vals := labelValues(t, want.label)
+	if len(raw) != len(vals) {
+		t.Fatalf("NRRD data of %d bytes for %d voxels", len(raw), len(vals))
+	}
+	for i, v := range vals {
+		if float32(raw[i]) != v {
+			t.Fatalf("voxel %d: NRRD %d, NIfTI %v", i, raw[i], v)
+		}
+	}
+	_, code, body2 := mlInferRaw(t, ts.URL, mlInteractiveModel, "ct_crop", "", map[string]any{"foreground": [][]int{{20, 20, 15}}, "result_extension": ".mha"})
+	if code != 400 || !strings.Contains(string(body2), "result_extension") {
+		t.Errorf("unsupported result_extension: %d %s", code, body2)
+	}
+}
+
+// hdrFields parses NRRD "key: value" lines.
+func hdrFields(head string) map[string]string {
+	out := map[string]string{}
+	for _, l := range strings.Split(head, "\n") {
+		if k, v, ok := strings.Cut(l, ": "); ok {
+			out[k] = v
+		}
+	}
+	return out
+}
