@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/segsam/segsam/medimg/dicom"
 )
 
 // The studies folder (serve --studies DIR) is kept in the layout of MONAI
@@ -160,12 +162,13 @@ func (d *mlDatastore) labelPath(id, tag string, l *mlData) string {
 	return filepath.Join(d.labelDir(tag), id+l.Ext)
 }
 
-// isDICOMDir reports whether a folder holds at least one DICOM file (the
-// "DICM" magic after the 128-byte preamble).
-func isDICOMDir(dir string) bool {
+// dicomSeries reports whether a folder holds a DICOM file (the "DICM" magic
+// after the 128-byte preamble) and returns the SeriesInstanceUID of the
+// first one found ("" when it cannot be read).
+func dicomSeries(dir string) (uid string, ok bool) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return false
+		return "", false
 	}
 	for i, e := range entries {
 		if i >= 64 {
@@ -174,18 +177,27 @@ func isDICOMDir(dir string) bool {
 		if !e.Type().IsRegular() {
 			continue
 		}
-		f, err := os.Open(filepath.Join(dir, e.Name()))
+		path := filepath.Join(dir, e.Name())
+		f, err := os.Open(path)
 		if err != nil {
 			continue
 		}
 		var b [132]byte
 		n, _ := f.Read(b[:])
 		f.Close()
-		if n == 132 && string(b[128:]) == "DICM" {
-			return true
+		if n != 132 || string(b[128:]) != "DICM" {
+			continue
 		}
+		if st, err := e.Info(); err == nil && st.Size() <= 64<<20 {
+			if data, err := os.ReadFile(path); err == nil {
+				if ds, err := dicom.Parse(data); err == nil {
+					uid = strings.TrimSpace(ds.String(dicom.TagSeriesInstanceUID))
+				}
+			}
+		}
+		return uid, true
 	}
-	return false
+	return "", false
 }
 
 // reconcile drops index entries whose files are gone and adds the images
@@ -228,9 +240,13 @@ func (d *mlDatastore) reconcile() error {
 		if strings.HasPrefix(name, ".") || name == "labels" || name == mlIndexFile {
 			continue
 		}
-		id, ext := "", ""
+		id, ext, uid := "", "", ""
 		if e.IsDir() {
-			if !isDICOMDir(filepath.Join(d.dir, name)) {
+			if _, ok := d.idx.Objects[name]; ok {
+				continue
+			}
+			var ok bool
+			if uid, ok = dicomSeries(filepath.Join(d.dir, name)); !ok {
 				continue
 			}
 			id = name
@@ -246,6 +262,9 @@ func (d *mlDatastore) reconcile() error {
 		info := map[string]any{"ts": now, "name": name}
 		if e.IsDir() {
 			info["format"] = "dicom"
+			if uid != "" {
+				info["SeriesInstanceUID"] = uid
+			}
 		}
 		d.idx.Objects[id] = &mlObject{Image: mlData{Ext: ext, Info: info}, Labels: map[string]*mlData{}}
 	}
@@ -358,9 +377,24 @@ func (d *mlDatastore) Datalist() []map[string]string {
 
 // studyFile is where an image or label lives.
 type studyFile struct {
+	id        string // the image's id (a SeriesInstanceUID asked for resolves to it)
 	path, ext string
 	dicom     bool // a folder holding a DICOM series
 	version   int
+}
+
+// lookup returns the object of an image id, or of the DICOM series whose
+// SeriesInstanceUID it is (OHIF names images by it). d.mu is held.
+func (d *mlDatastore) lookup(id string) (string, *mlObject) {
+	if o := d.idx.Objects[id]; o != nil {
+		return id, o
+	}
+	for oid, o := range d.idx.Objects {
+		if o.Image.Ext == "" && id != "" && o.Image.Info["SeriesInstanceUID"] == id {
+			return oid, o
+		}
+	}
+	return id, nil
 }
 
 func unknownImage(id string) error {
@@ -371,18 +405,18 @@ func unknownImage(id string) error {
 func (d *mlDatastore) Image(id string) (studyFile, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	o := d.idx.Objects[id]
+	id, o := d.lookup(id)
 	if o == nil {
 		return studyFile{}, unknownImage(id)
 	}
-	return studyFile{path: d.imagePath(id, o), ext: o.Image.Ext, dicom: o.Image.Ext == "", version: d.version[id]}, nil
+	return studyFile{id: id, path: d.imagePath(id, o), ext: o.Image.Ext, dicom: o.Image.Ext == "", version: d.version[id]}, nil
 }
 
 // ImageInfo returns an image's info with its path (MONAI Label adds it).
 func (d *mlDatastore) ImageInfo(id string) (map[string]any, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	o := d.idx.Objects[id]
+	id, o := d.lookup(id)
 	if o == nil {
 		return nil, unknownImage(id)
 	}
@@ -405,7 +439,7 @@ func copyInfo(m map[string]any) map[string]any {
 func (d *mlDatastore) UpdateImageInfo(id string, info map[string]any) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	o := d.idx.Objects[id]
+	id, o := d.lookup(id)
 	if o == nil {
 		return unknownImage(id)
 	}
@@ -477,7 +511,7 @@ func (d *mlDatastore) SaveLabel(id, tag, ext string, data []byte, info map[strin
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	o := d.idx.Objects[id]
+	id, o := d.lookup(id)
 	if o == nil {
 		return unknownImage(id)
 	}
@@ -505,7 +539,7 @@ func unknownLabel(id, tag string) error {
 func (d *mlDatastore) Label(id, tag string) (studyFile, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	o := d.idx.Objects[id]
+	id, o := d.lookup(id)
 	if o == nil {
 		return studyFile{}, unknownImage(id)
 	}
@@ -520,7 +554,7 @@ func (d *mlDatastore) Label(id, tag string) (studyFile, error) {
 func (d *mlDatastore) LabelInfo(id, tag string) (map[string]any, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	o := d.idx.Objects[id]
+	id, o := d.lookup(id)
 	if o == nil || o.Labels[tag] == nil {
 		return nil, unknownLabel(id, tag)
 	}
@@ -531,7 +565,7 @@ func (d *mlDatastore) LabelInfo(id, tag string) (map[string]any, error) {
 func (d *mlDatastore) UpdateLabelInfo(id, tag string, info map[string]any) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	o := d.idx.Objects[id]
+	id, o := d.lookup(id)
 	if o == nil || o.Labels[tag] == nil {
 		return unknownLabel(id, tag)
 	}
@@ -545,7 +579,7 @@ func (d *mlDatastore) UpdateLabelInfo(id, tag string, info map[string]any) error
 func (d *mlDatastore) RemoveLabel(id, tag string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	o := d.idx.Objects[id]
+	id, o := d.lookup(id)
 	if o == nil || o.Labels[tag] == nil {
 		return unknownLabel(id, tag)
 	}

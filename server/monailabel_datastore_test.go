@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/segsam/segsam/medimg"
+	"github.com/segsam/segsam/medimg/dicom"
 )
 
 // fakeSegmenter labels voxels by intensity: 1 "bone" above 200 HU, 2
@@ -131,6 +132,21 @@ func TestMLDatastore(t *testing.T) {
 	}
 	if !dv.SameGrid(series, 1e-3) || dv.Data[7] != series.Data[7] {
 		t.Errorf("DICOM as NIfTI: %v %v vs series %v %v", dv.Dim, dv.Affine, series.Dim, series.Affine)
+	}
+
+	// OHIF names a DICOM series by its SeriesInstanceUID.
+	sr, err := dicom.ReadSeries(filepath.Join(dir, "dicom_ct"))
+	if err != nil || sr.SeriesInstanceUID == "" {
+		t.Fatalf("test series UID: %v %q", err, sr.SeriesInstanceUID)
+	}
+	var di map[string]any
+	mlJSON(t, "GET", ts.URL+"/datastore/image/info?image="+sr.SeriesInstanceUID, "", nil, &di)
+	if di["SeriesInstanceUID"] != sr.SeriesInstanceUID || di["name"] != "dicom_ct" {
+		t.Errorf("info by SeriesInstanceUID: %v", di)
+	}
+	res := mlInfer(t, ts.URL, mlInteractiveModel, sr.SeriesInstanceUID, "", map[string]any{"foreground": [][]int{{5, 4, 2}}})
+	if got := res.label.Dim; got[1] != 12 || got[2] != 10 || got[3] != 6 {
+		t.Errorf("label of the series by UID: dims %v", got)
 	}
 
 	// save_label(image_id, label_in, tag="final", params): a label map on

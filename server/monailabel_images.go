@@ -90,6 +90,7 @@ func (s *Server) studyImage(id string) (*storedImage, error) {
 	if err != nil {
 		return nil, err
 	}
+	id = f.id
 	if img := s.loaded.get(id, f.version); img != nil {
 		return img, nil
 	}

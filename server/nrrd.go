@@ -38,8 +38,9 @@ func labelNRRD(vol *medimg.Volume, labels []uint16, gz bool) ([]byte, error) {
 		}
 		data.Write(b)
 	}
-	num := func(x float64) string { return strconv.FormatFloat(x+0, 'g', -1, 64) } // +0: no "-0"
-	lps := [3]float64{-1, -1, 1}                                                   // RAS+ to LPS
+	// x+0 writes -0 as 0.
+	num := func(x float64) string { return strconv.FormatFloat(x+0, 'g', -1, 64) }
+	lps := [3]float64{-1, -1, 1} // RAS+ to LPS
 	var dirs []string
 	for c := 0; c < 3; c++ {
 		dirs = append(dirs, fmt.Sprintf("(%s,%s,%s)", num(lps[0]*vol.Affine[0][c]), num(lps[1]*vol.Affine[1][c]), num(lps[2]*vol.Affine[2][c])))
