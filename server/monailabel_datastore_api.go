@@ -269,17 +269,24 @@ func (s *Server) handleMLSaveLabel(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	ext, err := sniffExt(file.filename, file.data, labelExts)
-	if err != nil {
-		return err
-	}
 	img, err := s.studyImage(id)
 	if err != nil {
 		return err
 	}
-	if err := s.checkLabelFile(img, file.data, ext); err != nil {
+	data, ext := file.data, ""
+	if strings.HasSuffix(strings.ToLower(file.filename), ".bin") {
+		// OHIF sends its label map's voxel buffer ("label.bin").
+		if data, err = binaryLabel(img, file.data); err != nil {
+			return err
+		}
+		ext = ".nii.gz"
+	} else if ext, err = sniffExt(file.filename, file.data, labelExts); err != nil {
 		return err
 	}
+	if err := s.checkLabelFile(img, data, ext); err != nil {
+		return err
+	}
+	file.data = data
 	if err := ds.SaveLabel(id, tag, ext, file.data, info); err != nil {
 		return err
 	}
@@ -394,4 +401,28 @@ func (s *Server) handleMLUpdateLabelInfo(w http.ResponseWriter, r *http.Request)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{})
 	return nil
+}
+
+// binaryLabel turns a raw label buffer (OHIF's "label.bin": one uint8, or
+// little-endian uint16, per voxel in the volume's order) into a NIfTI label
+// map with the image's geometry.
+func binaryLabel(img *storedImage, data []byte) ([]byte, error) {
+	if img.Kind != kindVolume {
+		return nil, httpErrorf(http.StatusUnsupportedMediaType, "a raw .bin label is for a volume; send a PNG or NIfTI label for a 2-D image")
+	}
+	n := len(img.Volume.Data)
+	labels := make([]uint16, n)
+	switch len(data) {
+	case n:
+		for i, b := range data {
+			labels[i] = uint16(b)
+		}
+	case 2 * n:
+		for i := range labels {
+			labels[i] = uint16(data[2*i]) | uint16(data[2*i+1])<<8
+		}
+	default:
+		return nil, httpErrorf(http.StatusBadRequest, "raw .bin label of %d bytes: the image has %d voxels (want %d bytes of uint8 or %d of uint16)", len(data), n, n, 2*n)
+	}
+	return labelVolumeNIfTI(img.Volume, labels)
 }

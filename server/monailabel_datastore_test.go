@@ -13,6 +13,7 @@ import (
 
 	"github.com/segsam/segsam/medimg"
 	"github.com/segsam/segsam/medimg/dicom"
+	"github.com/segsam/segsam/medimg/nifti"
 )
 
 // fakeSegmenter labels voxels by intensity: 1 "bone" above 200 HU, 2
@@ -232,5 +233,33 @@ func TestMLDatastoreIndexErrors(t *testing.T) {
 	}
 	if st := d.Stats(); st.Total != 0 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestMLBinaryLabel checks OHIF's save_label: the label map's raw voxel
+// buffer as "label.bin", stored as a NIfTI label with the image's geometry.
+func TestMLBinaryLabel(t *testing.T) {
+	dir := studiesDir(t)
+	_, ts := newTestServer(t, false, Config{StudiesDir: dir, DisablePrecompute: true})
+	const n = 50 * 45 * 30
+	raw := make([]byte, n)
+	for i := 0; i < n; i += 7 {
+		raw[i] = byte(1 + i%3)
+	}
+	ct, body := mlMultipart([]mlField{{"params", `{"label_info": []}`}}, []mlFile{{"label", "label.bin", raw}})
+	mlJSON(t, "PUT", ts.URL+"/datastore/label?image=ct_crop", ct, body, nil)
+	img, err := nifti.Read(filepath.Join(dir, "labels", "final", "ct_crop.nii.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGeometry(t, img.Header, ctHeader(t))
+	for i, v := range labelValues(t, img) {
+		if v != float32(raw[i]) {
+			t.Fatalf("voxel %d: %v, sent %d", i, v, raw[i])
+		}
+	}
+	ct, body = mlMultipart(nil, []mlFile{{"label", "label.bin", raw[:n-1]}})
+	if code, msg, _ := mlDo(t, "PUT", ts.URL+"/datastore/label?image=ct_crop", ct, body); code != 400 || !strings.Contains(string(msg), "voxels") {
+		t.Errorf("short .bin label: %d %s", code, msg)
 	}
 }
