@@ -21,6 +21,10 @@
 //	GET    /healthz, /metrics, /openapi.json
 //	GET    /                          the web page
 //
+// Next to them, MONAI Label's endpoints (/info/, /datastore/, /infer/,
+// /session/, /activelearning/; see monailabel.go) serve 3D Slicer's and
+// OHIF's MONAI Label front ends, on the studies folder of Config.StudiesDir.
+//
 // Every error is a 4xx or 5xx status with a JSON body {"error": "..."}.
 package server
 
