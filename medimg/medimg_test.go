@@ -504,3 +504,39 @@ func TestReadVolumeErrors(t *testing.T) {
 		t.Error("NewVolume accepted a singular affine")
 	}
 }
+
+// TestFileSlice checks, for volumes in every stored orientation, that the
+// slice FileSlice names for a file plane (axis a = index) holds exactly
+// that plane's voxels: every voxel SliceVoxels returns lies in the plane,
+// and every voxel of the plane is returned.
+func TestFileSlice(t *testing.T) {
+	for _, name := range []string{"syn_lps.nii", "syn_ras.nii.gz", "syn_pir.nii.gz", "syn_sal.nii.gz", "syn_oblique.nii.gz"} {
+		v := mustRead(t, filepath.Join(niftiDir, name))
+		for axis := 0; axis < 3; axis++ {
+			for _, index := range []int{0, v.Dim[axis] - 1, v.Dim[axis] / 2} {
+				spec, err := v.FileSlice(axis, index)
+				if err != nil {
+					t.Fatalf("%s axis %d index %d: %v", name, axis, index, err)
+				}
+				idx, _, err := v.SliceVoxels(spec)
+				if err != nil {
+					t.Fatalf("%s %v: %v", name, spec, err)
+				}
+				seen := map[int]bool{}
+				for _, fi := range idx {
+					f := [3]int{fi % v.Dim[0], (fi / v.Dim[0]) % v.Dim[1], fi / (v.Dim[0] * v.Dim[1])}
+					if f[axis] != index {
+						t.Fatalf("%s axis %d index %d: slice %v holds voxel %v", name, axis, index, spec, f)
+					}
+					seen[fi] = true
+				}
+				if want := len(v.Data) / v.Dim[axis]; len(seen) != want {
+					t.Errorf("%s axis %d index %d: slice %v covers %d voxels of the plane's %d", name, axis, index, spec, len(seen), want)
+				}
+			}
+		}
+		if _, err := v.FileSlice(2, v.Dim[2]); err == nil {
+			t.Errorf("%s: FileSlice accepted an index past the end", name)
+		}
+	}
+}

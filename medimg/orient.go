@@ -1,6 +1,7 @@
 package medimg
 
 import (
+	"fmt"
 	"math"
 )
 
@@ -144,4 +145,31 @@ func (v *Volume) Canonical() *Volume {
 		}
 	}
 	return &Volume{Dim: cd, Data: data, Affine: aff, Modality: v.Modality, Source: v.Source}
+}
+
+// FileSlice returns the slice that holds file axis fileAxis (0 i, 1 j, 2 k)
+// at index: the canonical slice perpendicular to that axis (axial when the
+// file's k axis runs inferior-superior, as in most CT and MR files). Its
+// SliceVoxels all have that file index, so a mask predicted on it paints
+// exactly the file's plane fileAxis = index (as MONAI Label's slice k).
+func (v *Volume) FileSlice(fileAxis, index int) (SliceSpec, error) {
+	if fileAxis < 0 || fileAxis > 2 {
+		return SliceSpec{}, fmt.Errorf("file axis %d: want 0, 1 or 2", fileAxis)
+	}
+	if index < 0 || index >= v.Dim[fileAxis] {
+		return SliceSpec{}, fmt.Errorf("index %d along file axis %d is outside the volume (0..%d)", index, fileAxis, v.Dim[fileAxis]-1)
+	}
+	o := v.orientation()
+	for c := 0; c < 3; c++ {
+		if o.perm[c] != fileAxis {
+			continue
+		}
+		i := index
+		if o.flip[c] {
+			i = v.Dim[fileAxis] - 1 - index
+		}
+		axis := map[int]Axis{0: Sagittal, 1: Coronal, 2: Axial}[c]
+		return SliceSpec{Axis: axis, Index: i}, nil
+	}
+	return SliceSpec{}, fmt.Errorf("file axis %d has no canonical axis", fileAxis)
 }

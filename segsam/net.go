@@ -175,9 +175,14 @@ func (m *Model) SetWeightsMatching(sd *checkpoint.StateDict) (loaded int, skippe
 		return 0, nil, nil, err
 	}
 	have := map[string]bool{}
+	same := m.sameVocabulary(sd)
 	for _, t := range sd.Tensors {
 		shape, ok := expected[t.Name]
-		if !ok || !slices.Equal(shape, t.Shape) {
+		_, perClass := classAxes[t.Name]
+		// Class-indexed weights of another vocabulary are skipped even when
+		// their shapes agree (the rows would be other classes'): CopyClassRows
+		// carries them by class name after initialisation.
+		if !ok || !slices.Equal(shape, t.Shape) || (perClass && !same) {
 			skipped = append(skipped, t.Name)
 			continue
 		}

@@ -21,6 +21,10 @@
 //	GET    /healthz, /metrics, /openapi.json
 //	GET    /                          the web page
 //
+// Next to them, MONAI Label's endpoints (/info/, /datastore/, /infer/,
+// /session/, /activelearning/; see monailabel.go) serve 3D Slicer's and
+// OHIF's MONAI Label front ends, on the studies folder of Config.StudiesDir.
+//
 // Every error is a 4xx or 5xx status with a JSON body {"error": "..."}.
 package server
 
@@ -80,6 +84,18 @@ type Config struct {
 	// Logger receives one line per failed request and server events; nil
 	// means log.Default().
 	Logger *log.Logger
+
+	// StudiesDir is the studies folder of MONAI Label's datastore endpoints
+	// (serve --studies); empty: they answer 503 (see monailabel.go).
+	StudiesDir string
+	// Segmenter labels whole volumes for MONAI Label's automatic model;
+	// nil: /info/ does not list it and /infer on it answers 503.
+	Segmenter VolumeSegmenter
+	// SessionExpiry is the default and longest life of a MONAI Label
+	// session without access; MaxSessions bounds the sessions kept (the
+	// least recently used are dropped beyond it).
+	SessionExpiry time.Duration
+	MaxSessions   int
 }
 
 // DefaultConfig returns the default limits.
@@ -101,6 +117,8 @@ func DefaultConfig() Config {
 		WriteTimeout:         5 * time.Minute,
 		IdleTimeout:          2 * time.Minute,
 		ShutdownTimeout:      30 * time.Second,
+		SessionExpiry:        time.Hour,
+		MaxSessions:          16,
 	}
 }
 
@@ -138,6 +156,8 @@ func (c Config) withDefaults() Config {
 	setDur(&c.WriteTimeout, d.WriteTimeout)
 	setDur(&c.IdleTimeout, d.IdleTimeout)
 	setDur(&c.ShutdownTimeout, d.ShutdownTimeout)
+	setDur(&c.SessionExpiry, d.SessionExpiry)
+	setInt(&c.MaxSessions, d.MaxSessions)
 	if c.Logger == nil {
 		c.Logger = log.Default()
 	}
@@ -164,6 +184,12 @@ type Server struct {
 
 	handler http.Handler
 	routes  []route
+
+	// MONAI Label: the studies folder (nil without Config.StudiesDir),
+	// its decoded images, and the sessions.
+	studies  *mlDatastore
+	loaded   *studyCache
+	sessions *mlSessions
 }
 
 // New returns a server for a loaded model (segsam.LoadAny): a SEG-SAM model
@@ -192,6 +218,15 @@ func New(model *segsam.Predictor, cfg Config) (*Server, error) {
 		web:     web,
 	}
 	s.store = newImageStore(cfg.MaxImages, cfg.MaxStoreBytes, s.cache.DropImage)
+	if cfg.StudiesDir != "" {
+		if s.studies, err = openDatastore(cfg.StudiesDir); err != nil {
+			return nil, err
+		}
+	}
+	s.loaded = newStudyCache(4, cfg.MaxStoreBytes, s.cache.DropImage)
+	if s.sessions, err = newMLSessions(cfg.SessionExpiry, cfg.MaxSessions, cfg.MaxStoreBytes, s.cache.DropImage); err != nil {
+		return nil, err
+	}
 	s.bg, s.cancelBg = context.WithCancel(context.Background())
 	s.handler = s.routesHandler()
 	return s, nil
@@ -204,6 +239,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) Close() {
 	s.cancelBg()
 	s.wg.Wait()
+	s.sessions.RemoveAll()
 }
 
 // HTTPServer returns an http.Server for the handler with the configured
@@ -274,14 +310,16 @@ func (s *Server) routesHandler() http.Handler {
 	mux := http.NewServeMux()
 	s.routes = s.apiRoutes()
 	methods := map[string][]string{}
-	for _, rt := range s.routes {
+	// MONAI Label's endpoints (monailabel.go) are not in openapi.json: MONAI
+	// Label documents them.
+	for _, rt := range append(s.apiRoutes(), s.monaiRoutes()...) {
 		mux.Handle(rt.method+" "+rt.path, s.instrument(rt.path, rt.handle))
 		methods[rt.path] = append(methods[rt.path], rt.method)
 	}
 	// A known path with another method: 405 with the allowed ones.
 	for path, ms := range methods {
 		sort.Strings(ms)
-		if contains(ms, "GET") {
+		if contains(ms, "GET") && !contains(ms, "HEAD") {
 			ms = append(ms, "HEAD")
 		}
 		allow := strings.Join(ms, ", ")

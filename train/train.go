@@ -224,6 +224,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return nil, fmt.Errorf("train state: %w", err)
 	}
 	if state.EpochsDone == 0 {
+		var initSD *checkpoint.StateDict // a segsam checkpoint of another configuration (--init-matching)
 		if err := m.Seed(opts.Seed); err != nil {
 			return nil, err
 		}
@@ -236,6 +237,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			case !segsam.IsCheckpoint(sd):
 				err = m.SetWeights(sd, true)
 			case opts.InitMatching:
+				initSD = sd
 				var loaded int
 				var skipped, missing []string
 				loaded, skipped, missing, err = m.SetWeightsMatching(sd)
@@ -262,6 +264,16 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		}
 		if err := m.Materialize(); err != nil {
 			return nil, err
+		}
+		if initSD != nil {
+			shared, ws, err := m.CopyClassRows(initSD)
+			if err != nil {
+				return nil, fmt.Errorf("--init %s: %w", opts.Init, err)
+			}
+			if len(ws) > 0 {
+				fmt.Fprintf(log, "--init %s: rows of %d shared classes carried by name in %d class-indexed weights; %d new classes start anew\n",
+					opts.Init, shared, len(ws), len(cfg.Classes)-shared)
+			}
 		}
 	}
 

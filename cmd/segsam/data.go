@@ -54,7 +54,7 @@ func dataMain(args []string, out, logw io.Writer) error {
 }
 
 func dataList(args []string, out io.Writer) error {
-	fs := newFlagSet("data list", dataListSynopsis)
+	fs := newFlagSet("data list", strings.TrimPrefix(dataListSynopsis, "list "))
 	dir := fs.String("sources", defaultSourcesDir, "folder of <id>.source.json manifests")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -98,7 +98,7 @@ func defaultExclusions(sourcesDir string) string {
 }
 
 func dataBuild(args []string, out, logw io.Writer) error {
-	fs := newFlagSet("data build", dataBuildSynopsis)
+	fs := newFlagSet("data build", strings.TrimPrefix(dataBuildSynopsis, "build "))
 	dir := fs.String("sources", defaultSourcesDir, "folder of <id>.source.json manifests")
 	repos := fs.String("repos", "", "folder of local git snapshots (owner+name/repo, owner/name(.git) or name(.git))")
 	outDir := fs.String("out", "", "output folder: one SA-Med2D set per source, OUT/<id>/")
@@ -260,7 +260,7 @@ func printSummary(out io.Writer, results []*sources.Result) {
 // sets into OUT/train and OUT/val, de-duplicated against validation
 // (dataset.Assemble), linking the files as they are.
 func dataAssemble(args []string, out, logw io.Writer) error {
-	fs := newFlagSet("data assemble", dataAssembleSynopsis)
+	fs := newFlagSet("data assemble", strings.TrimPrefix(dataAssembleSynopsis, "assemble "))
 	dir := fs.String("sources", defaultSourcesDir, "folder of <id>.source.json manifests (their role says train or val)")
 	built := fs.String("built", "", "folder that 'segsam data build --out' wrote (one set per source id)")
 	split := fs.String("split", "", "further sets (comma-separated) split by their own groups into train and val, e.g. a set you had before")

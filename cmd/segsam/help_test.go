@@ -101,3 +101,20 @@ func TestDefaultEncoderMode(t *testing.T) {
 		}
 	}
 }
+
+// TestSubcommandUsageNamesCommandOnce: "segsam data assemble -h" prints
+// "usage: segsam data assemble ...", not the subcommand twice.
+func TestSubcommandUsageNamesCommandOnce(t *testing.T) {
+	for _, sub := range []string{"build", "list", "assemble"} {
+		code, msg := runCLI(t, "data", sub, "-h")
+		if code != 0 {
+			t.Fatalf("data %s -h: exit %d", sub, code)
+		}
+		if !strings.Contains(msg, "usage: segsam data "+sub+" ") && !strings.Contains(msg, "usage: segsam data "+sub+"\n") {
+			t.Errorf("data %s -h: %q", sub, msg)
+		}
+		if strings.Contains(msg, sub+" "+sub) {
+			t.Errorf("data %s -h repeats the subcommand: %q", sub, msg)
+		}
+	}
+}

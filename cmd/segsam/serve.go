@@ -34,7 +34,7 @@ var serveSignals = []os.Signal{os.Interrupt, syscall.SIGTERM}
 var serveReady func(addr string)
 
 func runServe(args []string) error {
-	fs := newFlagSet("serve", "[--checkpoint FILE] [--arch NAME | --config FILE.json] [--addr 127.0.0.1:8080] [limits]")
+	fs := newFlagSet("serve", "[--checkpoint FILE] [--arch NAME | --config FILE.json] [--addr 127.0.0.1:8080] [--studies DIR] [limits]")
 	var mf modelFlags
 	mf.register(fs)
 	d := server.DefaultConfig()
@@ -47,6 +47,8 @@ func runServe(args []string) error {
 	encodes := fs.Int("encoders", d.MaxConcurrentEncodes, "image-encoder runs at a time")
 	timeout := fs.Duration("request-timeout", d.RequestTimeout, "time limit of one request")
 	noPrecompute := fs.Bool("no-precompute", false, "do not compute an embedding at upload (only at the first predict)")
+	studies := fs.String("studies", "", "studies folder for 3D Slicer / OHIF (MONAI Label's API): NIfTI, DICOM-series folders and PNG, labels in DIR/labels/<tag>/")
+	sessionExpiry := fs.Duration("session-expiry", d.SessionExpiry, "life of a MONAI Label session without access")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -60,6 +62,14 @@ func runServe(args []string) error {
 	}
 	if *timeout <= 0 {
 		return usageErrorf("--request-timeout must be positive")
+	}
+	if *sessionExpiry <= 0 {
+		return usageErrorf("--session-expiry must be positive")
+	}
+	if *studies != "" {
+		if st, err := os.Stat(*studies); err == nil && !st.IsDir() {
+			return usageErrorf("--studies %s is a file: give a folder (it is created if missing)", *studies)
+		}
 	}
 	if _, _, err := net.SplitHostPort(*addr); err != nil {
 		return usageErrorf("--addr %q: %v", *addr, err)
@@ -78,6 +88,8 @@ func runServe(args []string) error {
 	cfg.MaxConcurrentEncodes = *encodes
 	cfg.RequestTimeout = *timeout
 	cfg.DisablePrecompute = *noPrecompute
+	cfg.StudiesDir = *studies
+	cfg.SessionExpiry = *sessionExpiry
 	srv, err := server.New(model, cfg)
 	if err != nil {
 		return err
@@ -94,6 +106,9 @@ func runServe(args []string) error {
 	}
 	fmt.Fprintf(stderr, "segsam serve: %s loaded in %.1f s\n", desc, time.Since(start).Seconds())
 	fmt.Fprintf(stderr, "segsam serve: listening on http://%s/ (API: /openapi.json; stop with Ctrl+C)\n", ln.Addr())
+	if *studies != "" {
+		fmt.Fprintf(stderr, "segsam serve: MONAI Label API for 3D Slicer / OHIF at http://%s/ (studies in %s)\n", ln.Addr(), *studies)
+	}
 	if serveReady != nil {
 		serveReady(ln.Addr().String())
 	}

@@ -52,6 +52,8 @@ func TestServeUsageErrors(t *testing.T) {
 		{"bad address", []string{"serve", "--checkpoint", ckpt, "--addr", "localhost"}, "--addr"},
 		{"zero cache", []string{"serve", "--checkpoint", ckpt, "--cache-mb", "0"}, "--cache-mb must be positive"},
 		{"stray argument", []string{"serve", "--checkpoint", ckpt, "extra"}, "unexpected argument"},
+		{"studies is a file", []string{"serve", "--checkpoint", ckpt, "--studies", ckpt}, "is a file"},
+		{"zero session expiry", []string{"serve", "--checkpoint", ckpt, "--session-expiry", "0s"}, "--session-expiry must be positive"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			code, out := serveCLI(c.args...)
@@ -77,8 +79,9 @@ func TestServeRunsAndStopsOnSIGTERM(t *testing.T) {
 		out  string
 	}
 	done := make(chan result, 1)
+	studies := t.TempDir()
 	go func() {
-		code, out := serveCLI("serve", "--checkpoint", fixtures+"/sam_tiny/sam_tiny.pth", "--config", fixtures+"/sam_tiny/config.json", "--addr", "127.0.0.1:0")
+		code, out := serveCLI("serve", "--checkpoint", fixtures+"/sam_tiny/sam_tiny.pth", "--config", fixtures+"/sam_tiny/config.json", "--addr", "127.0.0.1:0", "--studies", studies)
 		done <- result{code, out}
 	}()
 	var base string
@@ -104,6 +107,16 @@ func TestServeRunsAndStopsOnSIGTERM(t *testing.T) {
 	}
 	if code, body := get("/"); code != 200 || !strings.Contains(body, "<canvas") {
 		t.Errorf("page: %d", code)
+	}
+	// MONAI Label's API on the studies folder (--studies).
+	if code, body := get("/info/"); code != 200 || !strings.Contains(body, `"deepgrow"`) {
+		t.Errorf("MONAI Label info: %d %s", code, body)
+	}
+	if code, body := get("/datastore/"); code != 200 || !strings.Contains(body, `"total":0`) {
+		t.Errorf("MONAI Label datastore: %d %s", code, body)
+	}
+	if _, err := os.Stat(studies + "/labels/final"); err != nil {
+		t.Errorf("studies folder layout: %v", err)
 	}
 	img, err := os.ReadFile("../../testdata/dataset/demo_subset/images/amos_0004_75.png")
 	if err != nil {
