@@ -17,6 +17,7 @@
 //	GET    /v1/images/{id}/render     the image (or a volume slice) as PNG
 //	POST   /v1/images/{id}/predict    masks, IoU, class, confidence
 //	POST   /v1/images/{id}/labelmap   a volume's label map as NIfTI
+//	POST   /v1/images/{id}/segment-all label everything: automatic label map
 //	GET    /v1/model                  the model: architecture, classes
 //	GET    /healthz, /metrics, /openapi.json
 //	GET    /                          the web page
@@ -164,6 +165,7 @@ type Server struct {
 
 	handler http.Handler
 	routes  []route
+	auto    autoState // segment-all defaults (auto.go)
 }
 
 // New returns a server for a loaded model (segsam.LoadAny): a SEG-SAM model
@@ -263,6 +265,7 @@ func (s *Server) apiRoutes() []route {
 		{"GET", "/v1/images/{id}/render", s.handleRender},
 		{"POST", "/v1/images/{id}/predict", s.handlePredict},
 		{"POST", "/v1/images/{id}/labelmap", s.handleLabelMap},
+		{"POST", "/v1/images/{id}/segment-all", s.handleSegmentAll},
 		{"GET", "/v1/model", s.handleModel},
 		{"GET", "/healthz", s.handleHealth},
 		{"GET", "/metrics", s.handleMetrics},

@@ -112,6 +112,14 @@ const (
 	builtinStabilityThresh = 0.9
 )
 
+// builtinAMGOptions are the automatic-mask options for the built-in model:
+// SAM's, with its own thresholds.
+func builtinAMGOptions() segsam.AMGOptions {
+	o := segsam.DefaultAMGOptions()
+	o.PredIoUThresh, o.StabilityScoreThresh = builtinPredIoUThresh, builtinStabilityThresh
+	return o
+}
+
 // errNothingFound is the error of an input where no object is kept.
 var errNothingFound = errors.New("nothing found")
 

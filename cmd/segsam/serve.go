@@ -82,6 +82,12 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
+	if mf.checkpoint == "" {
+		// segment-all with the built-in model's thresholds (see segment).
+		if err := srv.SetAutomaticDefaults(builtinAMGOptions()); err != nil {
+			return err
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), serveSignals...)
 	defer stop()
 	ln, err := net.Listen("tcp", *addr)
