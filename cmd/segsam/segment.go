@@ -52,10 +52,11 @@ func (f *amgFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.minArea, "min-region", 0, "drop label regions (4-connected) smaller than this many pixels")
 }
 
-// automatic builds the automatic segmenter; an unknown class is a usage error.
-func (f *amgFlags) automatic(p *segsam.Predictor) (*segsam.Automatic, error) {
+// options are the flags' automatic-mask options.
+func (f *amgFlags) options() (segsam.AMGOptions, error) {
 	opts := f.opts
-	opts.CropNMSThresh, opts.CropOverlapRatio, opts.CropNPointsDownscaleFactor = 0.7, 512.0/1500, 1
+	d := segsam.DefaultAMGOptions()
+	opts.CropNMSThresh, opts.CropOverlapRatio, opts.CropNPointsDownscaleFactor = d.CropNMSThresh, d.CropOverlapRatio, d.CropNPointsDownscaleFactor
 	if f.classes != "" {
 		for _, c := range strings.Split(f.classes, ",") {
 			if c = strings.TrimSpace(c); c != "" {
@@ -64,7 +65,16 @@ func (f *amgFlags) automatic(p *segsam.Predictor) (*segsam.Automatic, error) {
 		}
 	}
 	if f.minArea < 0 {
-		return nil, usageErrorf("--min-region %d: want >= 0", f.minArea)
+		return opts, usageErrorf("--min-region %d: want >= 0", f.minArea)
+	}
+	return opts, nil
+}
+
+// automatic builds the automatic segmenter; an unknown class is a usage error.
+func (f *amgFlags) automatic(p *segsam.Predictor) (*segsam.Automatic, error) {
+	opts, err := f.options()
+	if err != nil {
+		return nil, err
 	}
 	a, err := segsam.NewAutomatic(p, opts)
 	if err != nil {
