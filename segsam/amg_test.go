@@ -253,18 +253,68 @@ func TestSegmentImageAndVolume(t *testing.T) {
 			t.Errorf("object class %q %d %v", ob.Class, ob.ClassIndex, ob.Confidence)
 		}
 	}
+	// Filters: a class filter keeps only that class; a presence threshold
+	// of 1 keeps nothing (sigmoid scores are below 1), of 0 everything.
+	only := opts
+	only.Classes = []string{lm.Generated.Objects[0].Class}
+	af, err := NewAutomatic(NewPredictor(m), only)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen, err := af.Generate(context.Background(), img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gen.Objects) == 0 {
+		t.Error("class filter dropped the class it names")
+	}
+	for _, ob := range gen.Objects {
+		if ob.Class != only.Classes[0] {
+			t.Errorf("class filter %v kept %s", only.Classes, ob.Class)
+		}
+	}
+	for _, c := range []struct {
+		thresh float64
+		want   int
+	}{{1, 0}, {0, len(lm.Generated.Objects)}} {
+		pres := opts
+		pres.Presence, pres.PresenceThresh = true, c.thresh
+		ap, err := NewAutomatic(NewPredictor(m), pres)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gen, err := ap.Generate(context.Background(), img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(gen.Objects) != c.want {
+			t.Errorf("presence threshold %g: %d objects, want %d", c.thresh, len(gen.Objects), c.want)
+		}
+		for _, ob := range gen.Objects {
+			if ob.Presence != gen.Presence[ob.ClassIndex] {
+				t.Errorf("object presence %v, image's %v for class %d", ob.Presence, gen.Presence[ob.ClassIndex], ob.ClassIndex)
+			}
+		}
+	}
+
 	// The same with a crop layer: more candidates, objects still inside.
 	opts.CropNLayers = 1
 	ac, err := NewAutomatic(NewPredictor(m), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gen, err := ac.Generate(context.Background(), img)
+	gen, err = ac.Generate(context.Background(), img)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if gen.Candidates != 27*5 {
 		t.Errorf("with crops: %d candidates, want %d", gen.Candidates, 27*5)
+	}
+	for _, ob := range gen.Objects {
+		c := ob.Crop
+		if ob.Box[0] < c[0] || ob.Box[1] < c[1] || ob.Box[2] >= c[2] || ob.Box[3] >= c[3] || ob.Area != countTrue(ob.Mask) {
+			t.Errorf("object box %v outside its crop %v (area %d)", ob.Box, c, ob.Area)
+		}
 	}
 
 	vol, err := medimg.ReadVolume(filepath.Join("..", "testdata", "segment", "phantom.nii.gz"))
