@@ -42,6 +42,10 @@ type Options struct {
 	// Clicks adds interactive rows: each prompt followed by this many
 	// corrective clicks (clicks.go), for Segmenters that take them.
 	Clicks int
+	// Auto adds the rows of prompt-free automatic segmentation ("auto",
+	// auto.go) for Segmenters that implement AutoSegmenter. With Auto,
+	// Prompt may be empty (automatic rows only).
+	Auto bool
 }
 
 // MethodInfo describes one evaluated Segmenter.
@@ -64,6 +68,8 @@ type Report struct {
 	Seed            int64
 	Kinds           []string
 	PromptsReplayed string
+	// Auto tells whether automatic-segmentation rows were evaluated.
+	Auto bool
 	// Methods lists the Segmenters in the order given.
 	Methods []MethodInfo
 	// Results holds one entry per (method, object, prompt kind).
@@ -163,12 +169,15 @@ func Run(ctx context.Context, ds *dataset.Dataset, segs []Segmenter, opts Option
 			return nil, err
 		}
 		rep.PromptsReplayed = opts.PromptsFile
+	case opts.Auto && opts.Prompt == "":
+		// Automatic rows only.
 	default:
 		var err error
 		if rep.Kinds, err = ParseKinds(opts.Prompt); err != nil {
 			return nil, err
 		}
 	}
+	rep.Auto = opts.Auto
 	rep.Prompts = &PromptFile{Version: PromptFileVersion, Seed: opts.Seed, Kinds: rep.Kinds}
 
 	var bar *progress.Bar // nil draws nothing
@@ -188,6 +197,7 @@ func Run(ctx context.Context, ds *dataset.Dataset, segs []Segmenter, opts Option
 			prompt Prompt
 		}
 		var jobs []job
+		var objs []autoObject
 		for mi, m := range e.Masks {
 			gt, err := e.LoadMaskBits(mi)
 			if err != nil {
@@ -198,6 +208,7 @@ func Run(ctx context.Context, ds *dataset.Dataset, segs []Segmenter, opts Option
 				rep.Warnings = append(rep.Warnings, fmt.Sprintf("mask %s is empty: object skipped", m.Path))
 				continue
 			}
+			objs = append(objs, autoObject{mask: mi, gt: gt, area: area})
 			for _, kind := range rep.Kinds {
 				var rec PromptRecord
 				if rp != nil {
@@ -213,17 +224,25 @@ func Run(ctx context.Context, ds *dataset.Dataset, segs []Segmenter, opts Option
 				jobs = append(jobs, job{mask: mi, gt: gt, area: area, prompt: rec.Prompt()})
 			}
 		}
-		if len(jobs) == 0 {
+		if len(objs) == 0 {
 			bar.Add(1)
 			continue
 		}
 		rep.Images++
-		rep.Objects += len(jobs) / len(rep.Kinds)
+		rep.Objects += len(objs)
 		prompts := make([]Prompt, len(jobs))
 		for i, j := range jobs {
 			prompts[i] = j.prompt
 		}
 		for si, s := range segs {
+			if a, ok := s.(AutoSegmenter); ok && opts.Auto {
+				if err := rep.recordAuto(ctx, a, s.Name(), semantic[si], galleryN, e, objs); err != nil {
+					return nil, err
+				}
+			}
+			if len(jobs) == 0 {
+				continue
+			}
 			segment := func(prompts []Prompt) ([]Prediction, error) {
 				preds, err := s.Segment(ctx, e.ImagePath(), e.Height, e.Width, prompts)
 				if err != nil {

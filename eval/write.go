@@ -37,6 +37,7 @@ type Results struct {
 	Seed            int64          `json:"seed"`
 	Kinds           []string       `json:"kinds"`
 	PromptsReplayed string         `json:"prompts_replayed,omitempty"`
+	Auto            bool           `json:"auto,omitempty"`
 	Methods         []MethodInfo   `json:"methods"`
 	Rows            []Row          `json:"rows"`
 	Results         []ObjectResult `json:"results"`
@@ -82,6 +83,8 @@ func promptTitle(kind string) string {
 		return "Box"
 	case KindPoint:
 		return "Point"
+	case KindAuto:
+		return "Auto (no prompt)"
 	}
 	// Interactive rows: "box+3" -> "Box + 3 clicks".
 	if base, n, ok := strings.Cut(kind, "+"); ok && (base == KindBox || base == KindPoint) {
@@ -114,7 +117,7 @@ func (rep *Report) Write(dir string) error {
 	}
 	res := Results{
 		Version: ResultsVersion, Data: rep.Data, Images: rep.Images, Objects: rep.Objects, Seed: rep.Seed,
-		Kinds: rep.Kinds, PromptsReplayed: rep.PromptsReplayed, Methods: rep.Methods, Rows: rep.Rows,
+		Kinds: rep.Kinds, PromptsReplayed: rep.PromptsReplayed, Auto: rep.Auto, Methods: rep.Methods, Rows: rep.Rows,
 		Results: rep.Results, Warnings: rep.Warnings,
 	}
 	if files[ResultsFile], err = json.MarshalIndent(res, "", " "); err != nil {
@@ -150,6 +153,9 @@ func (rep *Report) markdown(gallery map[rowKey][]string) []byte {
 		fmt.Fprintf(&b, "- prompts: %s, replayed from `%s`\n", strings.Join(rep.Kinds, ", "), rep.PromptsReplayed)
 	} else {
 		fmt.Fprintf(&b, "- prompts: %s, simulated with seed %d (box: tight extent of the mask, no jitter; point: one uniformly random foreground pixel); each object prompted on its own\n", strings.Join(rep.Kinds, ", "), rep.Seed)
+	}
+	if rep.Auto {
+		fmt.Fprintf(&b, "- auto: no prompt; each image labelled once by the model's automatic segmentation (label everything); DSC: the label region overlapping the object most, whatever its class; mDSC: the pixels labelled the object's class (per-class Dice)\n")
 	}
 	var ms []string
 	for _, m := range rep.Methods {

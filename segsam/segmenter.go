@@ -23,6 +23,9 @@ type Segmenter struct {
 	// Label names the model in tables.
 	Label string
 	cache *embcache.Cache
+	// auto and merge, set by EnableAuto, label whole images (segmenter_auto.go).
+	auto  *Automatic
+	merge MergeOptions
 }
 
 // NewSegmenter wraps a predictor for evaluation; with cacheDir set, image

@@ -12,6 +12,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net"
@@ -24,6 +25,8 @@ import (
 
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
+
+	"github.com/segsam/segsam/segsam"
 )
 
 // findChromium returns the browser to drive.
@@ -48,6 +51,13 @@ func TestBrowser(t *testing.T) {
 	loadModels(t)
 	s, err := New(segModel, Config{})
 	if err != nil {
+		t.Fatal(err)
+	}
+	// "Label everything" with a small grid and no thresholds: the random
+	// weights' masks pass no IoU or stability filter.
+	auto := segsam.DefaultAMGOptions()
+	auto.PointsPerSide, auto.PredIoUThresh, auto.StabilityScoreThresh = 3, 0, 0
+	if err := s.SetAutomaticDefaults(auto); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -217,6 +227,41 @@ func TestBrowser(t *testing.T) {
 	); err != nil {
 		t.Fatalf("negative point, undo, clear: %v", err)
 	}
+	// "Label everything": the page lists the classes the API answers and
+	// paints them; clear removes them.
+	code, body, _ := do(t, "POST", base+"/v1/images/"+probe.ID+"/segment-all", "application/json", []byte(`{"format": "rle"}`))
+	if code != 200 {
+		t.Fatalf("segment-all: %d %s", code, body)
+	}
+	var all SegmentAllResponse
+	if err := json.Unmarshal(body, &all); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS("#label-all")),
+		chromedp.WaitVisible(chromedp.CSS("#auto-classes span")),
+	); err != nil {
+		t.Fatalf("label everything: %v", err)
+	}
+	pageClasses, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`view().auto.classes.map((c) => c.name)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pageClasses) != len(all.Classes) || len(pageClasses) == 0 {
+		t.Errorf("page lists classes %v, the API %+v", pageClasses, all.Classes)
+	}
+	for i, c := range all.Classes {
+		if i < len(pageClasses) && pageClasses[i] != c.Name {
+			t.Errorf("page class %d %q, API %q", i, pageClasses[i], c.Name)
+		}
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS("#clear")),
+		chromedp.WaitNotVisible(chromedp.CSS("#auto-result")),
+	); err != nil {
+		t.Fatalf("clear the label map: %v", err)
+	}
+
 	// A NIfTI volume: the slice slider and the window presets, a click on
 	// slice axial:10, the mask's class label, and the label-map download
 	// enabled.

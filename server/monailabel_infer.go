@@ -550,7 +550,7 @@ func (s *Server) inferAuto(r *http.Request, im mlImage, format resultFormat) (*m
 	vol := im.img.Volume
 	labels, names, err := s.cfg.Segmenter.SegmentVolume(r.Context(), vol)
 	if err != nil {
-		return nil, fmt.Errorf("segment volume: %w", err)
+		return nil, autoError(err)
 	}
 	if len(labels) != len(vol.Data) {
 		return nil, fmt.Errorf("segment volume: %d labels for %d voxels", len(labels), len(vol.Data))

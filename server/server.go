@@ -17,6 +17,7 @@
 //	GET    /v1/images/{id}/render     the image (or a volume slice) as PNG
 //	POST   /v1/images/{id}/predict    masks, IoU, class, confidence
 //	POST   /v1/images/{id}/labelmap   a volume's label map as NIfTI
+//	POST   /v1/images/{id}/segment-all label everything: automatic label map
 //	GET    /v1/model                  the model: architecture, classes
 //	GET    /healthz, /metrics, /openapi.json
 //	GET    /                          the web page
@@ -89,8 +90,14 @@ type Config struct {
 	// (serve --studies); empty: they answer 503 (see monailabel.go).
 	StudiesDir string
 	// Segmenter labels whole volumes for MONAI Label's automatic model;
-	// nil: /info/ does not list it and /infer on it answers 503.
+	// nil: /info/ does not list it and /infer on it answers 503, unless
+	// AutomaticModel is set.
 	Segmenter VolumeSegmenter
+	// AutomaticModel, with no Segmenter, serves MONAI Label's automatic
+	// model with the server's own label everything (segment-all's
+	// segsam.Automatic and its defaults, axial slices); a SEG-SAM model
+	// only, since the labels need class names.
+	AutomaticModel bool
 	// SessionExpiry is the default and longest life of a MONAI Label
 	// session without access; MaxSessions bounds the sessions kept (the
 	// least recently used are dropped beyond it).
@@ -190,6 +197,8 @@ type Server struct {
 	studies  *mlDatastore
 	loaded   *studyCache
 	sessions *mlSessions
+
+	auto autoState // segment-all defaults (auto.go)
 }
 
 // New returns a server for a loaded model (segsam.LoadAny): a SEG-SAM model
@@ -227,6 +236,7 @@ func New(model *segsam.Predictor, cfg Config) (*Server, error) {
 	if s.sessions, err = newMLSessions(cfg.SessionExpiry, cfg.MaxSessions, cfg.MaxStoreBytes, s.cache.DropImage); err != nil {
 		return nil, err
 	}
+	s.installAutoSegmenter()
 	s.bg, s.cancelBg = context.WithCancel(context.Background())
 	s.handler = s.routesHandler()
 	return s, nil
@@ -299,6 +309,7 @@ func (s *Server) apiRoutes() []route {
 		{"GET", "/v1/images/{id}/render", s.handleRender},
 		{"POST", "/v1/images/{id}/predict", s.handlePredict},
 		{"POST", "/v1/images/{id}/labelmap", s.handleLabelMap},
+		{"POST", "/v1/images/{id}/segment-all", s.handleSegmentAll},
 		{"GET", "/v1/model", s.handleModel},
 		{"GET", "/healthz", s.handleHealth},
 		{"GET", "/metrics", s.handleMetrics},

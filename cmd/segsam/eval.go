@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/segsam/segsam/dataset"
 	"github.com/segsam/segsam/eval"
+	"github.com/segsam/segsam/segsam"
 )
 
 func init() {
@@ -44,14 +46,17 @@ func runEval(args []string) error {
 	clicks := fs.Int("clicks", 0, "interactive rows too: each prompt followed by N corrective clicks, each on the centre of the largest error (positive on a missed pixel, negative on a false one), with the previous mask as mask prompt (models only, not the baselines)")
 	quiet := fs.Bool("quiet", false, "no progress bar")
 	out := fs.String("out", "", "output folder (created; report files in it are replaced)")
+	auto := fs.Bool("auto", false, "automatic rows too: each image labelled without a prompt (as segsam segment, with its --points-per-side, --pred-iou-thresh, ... flags), each object scored against the label map (models only); with --auto, --prompt may be left out")
+	var af amgFlags
+	af.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *data == "" || *out == "" {
 		return usageErrorf("--data and --out are required")
 	}
-	if *prompt == "" && *promptsFile == "" {
-		return usageErrorf("--prompt box|point|both is required (or --prompts FILE.json)")
+	if *prompt == "" && *promptsFile == "" && !*auto {
+		return usageErrorf("--prompt box|point|both is required (or --prompts FILE.json, or --auto)")
 	}
 	if *prompt != "" {
 		if _, err := eval.ParseKinds(*prompt); err != nil {
@@ -73,9 +78,16 @@ func runEval(args []string) error {
 		if err != nil {
 			return fmt.Errorf("load model: %w", err)
 		}
+		if *auto {
+			if err := enableAuto(fs, s, *checkpoint, &af); err != nil {
+				return err
+			}
+		}
 		segs = append(segs, s)
 	} else if *arch != "" {
 		return usageErrorf("--arch needs --checkpoint")
+	} else if *auto {
+		return usageErrorf("--auto needs a model (drop --no-model)")
 	}
 	switch *baseline {
 	case "all":
@@ -123,7 +135,7 @@ func runEval(args []string) error {
 	if *clicks < 0 {
 		return usageErrorf("--clicks %d: want 0 or more", *clicks)
 	}
-	opts := eval.Options{Prompt: *prompt, Seed: *seed, PromptsFile: *promptsFile, GalleryN: *gallery, Clicks: *clicks}
+	opts := eval.Options{Prompt: *prompt, Seed: *seed, PromptsFile: *promptsFile, GalleryN: *gallery, Clicks: *clicks, Auto: *auto}
 	if *gallery == 0 {
 		opts.GalleryN = -1
 	}
@@ -141,5 +153,36 @@ func runEval(args []string) error {
 		return err
 	}
 	fmt.Fprintf(evalStdout, "\n%d images, %d objects; report in %s\n", rep.Images, rep.Objects, filepath.Join(*out, eval.SummaryMDFile))
+	return nil
+}
+
+// autoEnabler is a Segmenter that can also label images without a prompt
+// (segsam.Segmenter).
+type autoEnabler interface {
+	EnableAuto(segsam.AMGOptions, segsam.MergeOptions) error
+}
+
+// enableAuto turns on eval --auto for a model Segmenter, with the built-in
+// model's thresholds unless given (as segment).
+func enableAuto(fs *flag.FlagSet, s eval.Segmenter, checkpoint string, af *amgFlags) error {
+	ae, ok := s.(autoEnabler)
+	if !ok {
+		return usageErrorf("--auto: %s cannot label images without a prompt", s.Name())
+	}
+	if checkpoint == "" {
+		if !flagGiven(fs, "pred-iou-thresh") {
+			af.opts.PredIoUThresh = builtinPredIoUThresh
+		}
+		if !flagGiven(fs, "stability-thresh") {
+			af.opts.StabilityScoreThresh = builtinStabilityThresh
+		}
+	}
+	opts, err := af.options()
+	if err != nil {
+		return err
+	}
+	if err := ae.EnableAuto(opts, segsam.MergeOptions{MinRegionArea: af.minArea}); err != nil {
+		return usageErrorf("--auto: %v", err)
+	}
 	return nil
 }

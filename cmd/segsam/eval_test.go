@@ -169,3 +169,38 @@ func TestEvalModel(t *testing.T) {
 		t.Errorf("no semantic (mDSC) table for a model with classes:\n%s", tables)
 	}
 }
+
+// TestEvalAuto runs eval --auto (no --prompt) with the built-in model: one
+// automatic row per object, and the errors of --auto without a model.
+func TestEvalAuto(t *testing.T) {
+	out := t.TempDir()
+	code, tables, errs := runEvalCLI(t, "--data", evalSubset, "--auto", "--points-per-side", "2", "--stability-thresh", "0", "--baseline", "none", "--gallery", "0", "--quiet", "--out", out)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if !strings.Contains(tables, "| segsam_small | Auto (no prompt) |") {
+		t.Errorf("no automatic row:\n%s", tables)
+	}
+	res := readResults(t, out)
+	if !res.Auto || len(res.Results) != 34 {
+		t.Fatalf("auto %v, %d results", res.Auto, len(res.Results))
+	}
+	for _, r := range res.Results {
+		if r.Prompt != eval.KindAuto || r.SemanticDSC == nil || r.DSC < 0 || r.DSC > 1 || (r.PredClass != r.Class && *r.SemanticDSC != 0) {
+			t.Errorf("result %+v", r)
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--auto", "--no-model", "--baseline", "box"}, "--auto needs a model"},
+		{[]string{"--auto", "--classes", "unicorn"}, "unknown class unicorn"},
+		{[]string{}, "--prompt box|point|both is required"},
+	} {
+		code, _, errs := runEvalCLI(t, append([]string{"--data", evalSubset, "--out", t.TempDir()}, c.args...)...)
+		if code != 2 || !strings.Contains(errs, c.want) {
+			t.Errorf("%v: exit %d, %q; want 2 with %q", c.args, code, errs, c.want)
+		}
+	}
+}

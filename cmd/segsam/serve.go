@@ -90,9 +90,16 @@ func runServe(args []string) error {
 	cfg.DisablePrecompute = *noPrecompute
 	cfg.StudiesDir = *studies
 	cfg.SessionExpiry = *sessionExpiry
+	cfg.AutomaticModel = true // MONAI Label's segsam_auto: label everything
 	srv, err := server.New(model, cfg)
 	if err != nil {
 		return err
+	}
+	if mf.checkpoint == "" {
+		// segment-all with the built-in model's thresholds (see segment).
+		if err := srv.SetAutomaticDefaults(builtinAMGOptions()); err != nil {
+			return err
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), serveSignals...)
 	defer stop()

@@ -46,7 +46,7 @@ function viewKey() { return isVolume() ? sliceSpec() : ''; }
 
 function view() {
   const k = viewKey();
-  if (!state.views.has(k)) state.views.set(k, { points: [], box: null, history: [], result: null, mask: null });
+  if (!state.views.has(k)) state.views.set(k, { points: [], box: null, history: [], result: null, mask: null, auto: null });
   return state.views.get(k);
 }
 
@@ -170,6 +170,7 @@ function undo() {
 
 function clearView() {
   const v = view();
+  if (v.auto) { v.auto = null; draw(); }
   if (!v.points.length && !v.box) return;
   snapshot(v);
   v.points = []; v.box = null;
@@ -205,6 +206,66 @@ async function predict() {
   draw();
 }
 
+// labelAll asks for the automatic label map of the current view ("label
+// everything") and paints every class in its colour (label = class index + 1).
+async function labelAll() {
+  const v = view();
+  const body = { format: 'rle' };
+  if (isVolume()) { body.slice = sliceSpec(); body.window = $('window').value; }
+  setStatus('labelling everything…');
+  $('label-all').disabled = true;
+  try {
+    const res = await (await api(`/v1/images/${state.image.id}/segment-all`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body),
+    })).json();
+    v.auto = {
+      classes: res.classes.map((c) => ({ ...c, mask: decodeRLE(c.rle) })),
+      objects: res.objects, candidates: res.candidates, ms: res.timings_ms.total,
+    };
+    setStatus('');
+  } catch (e) {
+    setStatus(`label everything: ${e.message}`, true);
+  }
+  draw();
+}
+
+function showAuto(v) {
+  const a = v && v.auto;
+  $('auto-result').hidden = !a;
+  if (!a) return;
+  $('auto-summary').textContent = `label everything: ${a.classes.length} classes from ${a.objects} of ${a.candidates} masks · ${a.ms.toFixed(0)} ms`;
+  const list = $('auto-classes');
+  list.textContent = '';
+  for (const c of a.classes) {
+    const item = document.createElement('span');
+    const sw = document.createElement('span');
+    sw.className = 'swatch';
+    sw.style.background = css(colourOf(c.id - 1));
+    item.append(sw, `${c.name} · ${c.pixels} px · IoU ${c.score.toFixed(2)}`);
+    list.append(item);
+  }
+}
+
+// paintAuto draws the automatic label map of a view onto the overlay.
+function paintAuto(ctx, o, v) {
+  if (!v.auto) return;
+  maskCanvas.width = state.width; maskCanvas.height = state.height;
+  const mctx = maskCanvas.getContext('2d');
+  const data = mctx.createImageData(state.width, state.height);
+  for (const c of v.auto.classes) {
+    if (c.mask.length !== state.width * state.height) continue;
+    const colour = colourOf(c.id - 1);
+    for (let i = 0; i < c.mask.length; i++) {
+      if (!c.mask[i]) continue;
+      const j = 4 * i;
+      data.data[j] = colour[0]; data.data[j + 1] = colour[1]; data.data[j + 2] = colour[2]; data.data[j + 3] = 110;
+    }
+  }
+  mctx.putImageData(data, 0, 0);
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(maskCanvas, 0, 0, o.width, o.height);
+}
+
 // maskCanvas holds the mask at the image's resolution, drawn scaled onto the
 // overlay without smoothing.
 const maskCanvas = document.createElement('canvas');
@@ -219,6 +280,7 @@ function draw() {
   const r = v.result;
   const colour = colourOf(r && r.prompt.class_index != null ? r.prompt.class_index : 0);
   const k = o.width / state.width; // overlay pixels per image pixel
+  paintAuto(ctx, o, v);
   const cssScale = o.getBoundingClientRect().width / state.width; // CSS pixels per image pixel
   if (v.mask && v.mask.length === state.width * state.height) {
     maskCanvas.width = state.width; maskCanvas.height = state.height;
@@ -267,6 +329,7 @@ function draw() {
     ctx.setLineDash([]);
   }
   showResult(v, colour);
+  showAuto(v);
   updateButtons();
 }
 
@@ -292,7 +355,8 @@ function showResult(v, colour) {
 function updateButtons() {
   const v = state.image ? view() : null;
   $('undo').disabled = !v || !v.history.length;
-  $('clear').disabled = !v || (!v.points.length && !v.box);
+  $('clear').disabled = !v || (!v.points.length && !v.box && !v.auto);
+  $('label-all').disabled = !v;
   $('download-mask').disabled = !v || !v.mask;
   let any = false;
   for (const x of state.views.values()) any = any || !!x.mask;
@@ -395,6 +459,7 @@ function setup() {
   $('clear').addEventListener('click', clearView);
   $('download-mask').addEventListener('click', downloadMask);
   $('download-labels').addEventListener('click', downloadLabels);
+  $('label-all').addEventListener('click', labelAll);
   window.addEventListener('keydown', (ev) => {
     if ((ev.ctrlKey || ev.metaKey) && ev.key === 'z') { ev.preventDefault(); undo(); }
     if (ev.key === 'Escape') clearView();

@@ -1,0 +1,71 @@
+package server
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/segsam/segsam/segsam"
+)
+
+// TestMLInferAutoBuiltin checks the automatic model backed by the server's
+// own label everything (Config.AutomaticModel): /info/ lists it for a
+// SEG-SAM model, /infer/segsam_auto answers with the label map that
+// segsam.Automatic gives for the same volume and options, on the image's
+// grid, with label_names naming every value used; a plain SAM model does
+// not get it.
+func TestMLInferAutoBuiltin(t *testing.T) {
+	s, ts := newTestServer(t, false, Config{StudiesDir: studiesDir(t), DisablePrecompute: true, AutomaticModel: true})
+	opts := segsam.DefaultAMGOptions()
+	opts.PointsPerSide, opts.PredIoUThresh, opts.StabilityScoreThresh = 2, 0, 0
+	if err := s.SetAutomaticDefaults(opts); err != nil {
+		t.Fatal(err)
+	}
+	var info MLInfo
+	mlJSON(t, "GET", ts.URL+"/info/", "", nil, &info)
+	if m, ok := info.Models[mlAutoModel]; !ok || m.Type != "segmentation" {
+		t.Fatalf("automatic model not listed: %+v", info.Models)
+	}
+	res := mlInfer(t, ts.URL, mlAutoModel, "ct_crop", "", map[string]any{})
+	checkGeometry(t, res.label.Header, ctHeader(t))
+
+	img, err := s.studyImage("ct_crop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := segsam.NewAutomatic(s.model, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := a.SegmentVolume(t.Context(), img.Volume, segsam.VolumeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want.Classes) == 0 {
+		t.Fatal("segsam.Automatic found nothing in the test CT: the check is empty")
+	}
+	got := labelValues(t, res.label)
+	if len(got) != len(want.Labels) {
+		t.Fatalf("%d label voxels, want %d", len(got), len(want.Labels))
+	}
+	for i := range got {
+		if got[i] != float32(want.Labels[i]) {
+			t.Fatalf("voxel %d: %v, segsam.Automatic gives %d", i, got[i], want.Labels[i])
+		}
+	}
+	names, _ := res.params["label_names"].(map[string]any)
+	if len(names) != len(want.Classes) {
+		t.Errorf("label_names %v, classes %+v", names, want.Classes)
+	}
+	for _, c := range want.Classes {
+		if names[c.Name] != float64(c.ID) {
+			t.Errorf("label_names[%q] = %v, want %d", c.Name, names[c.Name], c.ID)
+		}
+	}
+
+	_, plain := newTestServer(t, true, Config{StudiesDir: studiesDir(t), DisablePrecompute: true, AutomaticModel: true})
+	_, code, body := mlInferRaw(t, plain.URL, mlAutoModel, "ct_crop", "", map[string]any{})
+	if code != http.StatusServiceUnavailable || !strings.Contains(string(body), "segmenter") {
+		t.Errorf("automatic model on a plain SAM: %d %s", code, body)
+	}
+}
