@@ -147,9 +147,23 @@ func MLP(scope *model.Scope, x *Node, hidden, out, numLayers int, sigmoidOutput 
 //	x: [B, H, W, C] -> [B, H', W', out]
 func conv2d(scope *model.Scope, x *Node, out, k, stride, pad int, bias bool) *Node {
 	g := x.Graph()
+	c := x.Shape().Dim(3)
+	weight := Param(scope, g, "weight", out, c, k, k) // [out, in, kh, kw]
+	y := conv2dWeight(x, weight, stride, pad)
+	if bias {
+		y = Add(y, ExpandLeftToRank(Param(scope, g, "bias", out), 4))
+	}
+	return y
+}
+
+// conv2dWeight is conv2d with a given weight [out, in, k, k] (no bias).
+//
+//	x: [B, H, W, in] -> [B, H', W', out]
+func conv2dWeight(x, weight *Node, stride, pad int) *Node {
+	g := x.Graph()
 	dims := x.Shape().Dimensions
 	b, h, w, c := dims[0], dims[1], dims[2], dims[3]
-	weight := Param(scope, g, "weight", out, c, k, k) // [out, in, kh, kw]
+	out, k := weight.Shape().Dim(0), weight.Shape().Dim(2)
 	var y *Node
 	switch {
 	case k == 1 && stride == 1 && pad == 0:
@@ -180,9 +194,6 @@ func conv2d(scope *model.Scope, x *Node, out, k, stride, pad int, bias bool) *No
 		cols := Reshape(Stack(patches, 3), b, oh, ow, k*k*c)              // [B, oh, ow, kh*kw*C]
 		kern := Reshape(TransposeAllAxes(weight, 0, 2, 3, 1), out, k*k*c) // [out, kh*kw*C]
 		y = Einsum("bhwk,ok->bhwo", cols, kern)
-	}
-	if bias {
-		y = Add(y, ExpandLeftToRank(Param(scope, g, "bias", out), 4))
 	}
 	return y
 }

@@ -119,6 +119,7 @@ func (m *Model) SetWeights(sd *checkpoint.StateDict) error {
 	if err != nil {
 		return err
 	}
+	sd = modelTensors(m.Config, sd)
 	if err := sd.Match(expected); err != nil {
 		return fmt.Errorf("checkpoint does not fit architecture %s: %w", m.Config.Name, err)
 	}
@@ -134,6 +135,25 @@ func (m *Model) SetWeights(sd *checkpoint.StateDict) error {
 		}
 	}
 	return nil
+}
+
+// modelTensors drops the checkpoint tensors a TinyViT model does not use:
+// BatchNorm's num_batches_tracked counters (training statistics only) and
+// MobileSAM's ImageNet classifier (image_encoder.norm_head.*,
+// image_encoder.head.*), which mobile_sam.pt carries.
+func modelTensors(cfg Config, sd *checkpoint.StateDict) *checkpoint.StateDict {
+	if cfg.TinyViT == nil {
+		return sd
+	}
+	out := *sd
+	out.Tensors = nil
+	for _, t := range sd.Tensors {
+		if strings.HasSuffix(t.Name, ".num_batches_tracked") || isTinyViTUnused(t.Name) {
+			continue
+		}
+		out.Tensors = append(out.Tensors, t)
+	}
+	return &out
 }
 
 // ExpectedVariables lists every variable of a configuration (state_dict key
