@@ -79,7 +79,7 @@ func Linear(scope *model.Scope, x *Node, out int, bias bool) *Node {
 	y = Reshape(y, append(append([]int{}, lead...), out)...)
 	if bias {
 		b := Param(scope, g, "bias", out)
-		y = Add(y, ExpandLeftToRank(b, y.Rank()))
+		y = Add(y, lastAxis(y, b))
 	}
 	return y
 }
@@ -97,7 +97,35 @@ func LayerNorm(scope *model.Scope, x *Node, eps float64) *Node {
 	variance := ReduceAndKeep(Square(centred), ReduceMean, -1)
 	// Div by Sqrt rather than Rsqrt: Rsqrt has no gradient in GoMLX v0.28.
 	y := Div(centred, Sqrt(AddScalar(variance, eps)))
-	return Add(Mul(y, ExpandLeftToRank(w, y.Rank())), ExpandLeftToRank(b, y.Rank()))
+	return Add(Mul(y, lastAxis(y, w)), lastAxis(y, b))
+}
+
+// lastAxis shapes a per-channel vector v [C] (or [1, ..., C]) for an
+// elementwise op with x [..., C]. When C is not a multiple of 16 it is
+// broadcast over the trailing axes of x up to a multiple of 16 values: the
+// pure-Go backend's SIMD path for a vector repeated along the leading axes
+// (compute v0.1.14, simdV2V1*Float32) ends each row with a partial load
+// that Go 1.27's archsimd implements as a full 16-lane load, which reads
+// past the end of x's buffer on the last row and faults when the buffer
+// ends at a page boundary.
+func lastAxis(x, v *Node) *Node {
+	v = ExpandLeftToRank(v, x.Rank())
+	dims := x.Shape().Dimensions
+	n := dims[len(dims)-1]
+	if n%16 == 0 {
+		return v
+	}
+	for axis := len(dims) - 2; axis >= 0; axis-- {
+		n *= dims[axis]
+		if n%16 == 0 {
+			to := append(make([]int, 0, len(dims)), dims...)
+			for i := 0; i < axis; i++ {
+				to[i] = 1
+			}
+			return BroadcastToDims(v, to...)
+		}
+	}
+	return v
 }
 
 // GELU is the exact (erf) GELU that SAM uses everywhere.
@@ -151,7 +179,7 @@ func conv2d(scope *model.Scope, x *Node, out, k, stride, pad int, bias bool) *No
 	weight := Param(scope, g, "weight", out, c, k, k) // [out, in, kh, kw]
 	y := conv2dWeight(x, weight, stride, pad)
 	if bias {
-		y = Add(y, ExpandLeftToRank(Param(scope, g, "bias", out), 4))
+		y = Add(y, lastAxis(y, Param(scope, g, "bias", out)))
 	}
 	return y
 }
@@ -239,7 +267,7 @@ func convTranspose2d(scope *model.Scope, x *Node, out, k, stride, pad int, bias 
 		z = Slice(z, AxisRange(), AxisRange(pad, hh*stride-pad), AxisRange(pad, ww*stride-pad), AxisRange())
 	}
 	if bias {
-		z = Add(z, ExpandLeftToRank(Param(scope, g, "bias", out), 4))
+		z = Add(z, lastAxis(z, Param(scope, g, "bias", out)))
 	}
 	return z
 }

@@ -41,7 +41,7 @@ func conv2dBN(scope *model.Scope, x *Node, out, k, stride, pad int, depthwise bo
 		w = Mul(w, Reshape(scale, out, 1, 1, 1))
 		y = conv2dWeight(x, w, stride, pad)
 	}
-	return Add(y, ExpandLeftToRank(shift, 4))
+	return Add(y, lastAxis(y, shift))
 }
 
 // depthwiseConv2d is a Conv2d with groups = channels on a channels-last
@@ -65,8 +65,8 @@ func depthwiseConv2d(x, w *Node, k, stride, pad int) *Node {
 				AxisRange(p, p+stride*(oh-1)+1).Stride(stride),
 				AxisRange(q, q+stride*(ow-1)+1).Stride(stride),
 				AxisRange()) // [B, oh, ow, C]
-			tap := Reshape(Slice(taps, AxisElem(p*k+q)), 1, 1, 1, c)
-			term := Mul(part, tap)
+			tap := Reshape(Slice(taps, AxisElem(p*k+q)), c)
+			term := Mul(part, lastAxis(part, tap))
 			if y == nil {
 				y = term
 			} else {
