@@ -49,6 +49,6 @@ func tinyViTBlock(scope *model.Scope, t *TinyViTConfig, x *Node, heads, window i
 func tinyViTMLP(scope *model.Scope, x *Node, hidden int) *Node {
 	c := x.Shape().Dim(-1)
 	x = LayerNorm(scope.At("norm"), x, tinyViTNormEps)
-	x = GELU(Linear(scope.At("fc1"), x, hidden, true))
+	x = geluFused(Linear(scope.At("fc1"), x, hidden, true))
 	return Linear(scope.At("fc2"), x, c, true)
 }

@@ -2,6 +2,7 @@ package sam
 
 import (
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/ml/layers/activation"
 	"github.com/gomlx/gomlx/ml/model"
 )
 
@@ -45,36 +46,101 @@ func conv2dBN(scope *model.Scope, x *Node, out, k, stride, pad int, depthwise bo
 }
 
 // depthwiseConv2d is a Conv2d with groups = channels on a channels-last
-// input, as a sum of k*k shifted, strided slices times per-channel taps
-// (zero padding).
+// input: the sum over the k*k taps of a shifted (and strided) view of the
+// zero-padded input times that tap's per-channel weights.
 //
 //	x: [B, H, W, C], w: [C, k*k] -> [B, H', W', C]
 func depthwiseConv2d(x, w *Node, k, stride, pad int) *Node {
-	g := x.Graph()
-	dims := x.Shape().Dimensions
-	h, wd, c := dims[1], dims[2], dims[3]
-	if pad > 0 {
-		x = Pad(x, ScalarZero(g, x.DType()), PadAxis{}, PadAxis{Start: pad, End: pad}, PadAxis{Start: pad, End: pad}, PadAxis{})
-	}
-	oh, ow := convOut(h, k, stride, pad), convOut(wd, k, stride, pad)
+	c := x.Shape().Dim(3)
 	taps := TransposeAllAxes(w, 1, 0) // [k*k, C]
+	views := shiftedViews(x, k, stride, pad)
 	var y *Node
-	for p := range k {
-		for q := range k {
-			part := Slice(x, AxisRange(),
-				AxisRange(p, p+stride*(oh-1)+1).Stride(stride),
-				AxisRange(q, q+stride*(ow-1)+1).Stride(stride),
-				AxisRange()) // [B, oh, ow, C]
-			tap := Reshape(Slice(taps, AxisElem(p*k+q)), c)
-			term := Mul(part, lastAxis(part, tap))
-			if y == nil {
-				y = term
-			} else {
-				y = Add(y, term)
-			}
+	for i, v := range views {
+		tap := Reshape(Slice(taps, AxisElem(i)), c)
+		term := Mul(v, lastAxis(v, tap))
+		if y == nil {
+			y = term
+		} else {
+			y = Add(y, term)
 		}
 	}
 	return y
+}
+
+// shiftedViews returns, for each tap (p, q) of a k x k convolution with the
+// given stride and zero padding, the input values it multiplies:
+// view[p*k+q][b, i, j, c] = x[b, i*stride + p - pad, j*stride + q - pad, c]
+// (zero outside x), each [B, H', W', C]. Shifts are Pad ops with negative
+// padding (block copies in the pure-Go backend, unlike a strided Slice,
+// which copies element by element); stride 2 first splits the input into
+// its four row/column parity planes.
+func shiftedViews(x *Node, k, stride, pad int) []*Node {
+	g := x.Graph()
+	dims := x.Shape().Dimensions
+	b, h, w, c := dims[0], dims[1], dims[2], dims[3]
+	oh, ow := convOut(h, k, stride, pad), convOut(w, k, stride, pad)
+	zero := ScalarZero(g, x.DType())
+	// shift returns v[:, i+dy, j+dx, :] for i < oh, j < ow (zero outside).
+	shift := func(v *Node, dy, dx int) *Node {
+		vh, vw := v.Shape().Dim(1), v.Shape().Dim(2)
+		if dy == 0 && dx == 0 && vh == oh && vw == ow {
+			return v
+		}
+		return Pad(v, zero, PadAxis{}, PadAxis{Start: -dy, End: oh - vh + dy}, PadAxis{Start: -dx, End: ow - vw + dx}, PadAxis{})
+	}
+	views := make([]*Node, 0, k*k)
+	switch stride {
+	case 1:
+		for p := range k {
+			for q := range k {
+				views = append(views, shift(x, p-pad, q-pad))
+			}
+		}
+	case 2:
+		// Row 2i + p - pad = 2(i + d) + a with a the parity plane and d its shift.
+		if h != 2*oh || w != 2*ow {
+			x = Pad(x, zero, PadAxis{}, PadAxis{End: 2*oh - h}, PadAxis{End: 2*ow - w}, PadAxis{})
+		}
+		planes := Reshape(x, b, oh, 2, ow, 2, c)            // [B, oh, a, ow, a', C]
+		planes = TransposeAllAxes(planes, 2, 4, 0, 1, 3, 5) // [a, a', B, oh, ow, C]
+		planes = Reshape(planes, 4, b, oh, ow, c)
+		plane := func(a, a2 int) *Node {
+			i := 2*a + a2
+			return Reshape(Pad(planes, zero, PadAxis{Start: -i, End: i - 3}), b, oh, ow, c)
+		}
+		for p := range k {
+			for q := range k {
+				ry, rx := p-pad, q-pad
+				ay, dy := ((ry%2)+2)%2, floorDiv(ry, 2)
+				ax, dx := ((rx%2)+2)%2, floorDiv(rx, 2)
+				views = append(views, shift(plane(ay, ax), dy, dx))
+			}
+		}
+	default:
+		hp, wp := h+2*pad, w+2*pad
+		xp := x
+		if pad > 0 {
+			xp = Pad(x, zero, PadAxis{}, PadAxis{Start: pad, End: pad}, PadAxis{Start: pad, End: pad}, PadAxis{})
+		}
+		_, _ = hp, wp
+		for p := range k {
+			for q := range k {
+				views = append(views, Slice(xp, AxisRange(),
+					AxisRange(p, p+stride*(oh-1)+1).Stride(stride),
+					AxisRange(q, q+stride*(ow-1)+1).Stride(stride),
+					AxisRange()))
+			}
+		}
+	}
+	return views
+}
+
+func floorDiv(a, b int) int {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
 }
 
 // attentionBiasIndex is TinyViT's attention_bias_idxs for a w x w window:
@@ -106,3 +172,8 @@ func abs(v int) int {
 	}
 	return v
 }
+
+// geluFused is the exact (erf) GELU of nn.GELU through GoMLX's activation
+// package, which runs it as one fused backend op where the backend has one
+// (the pure-Go backend does: one pass over the tensor instead of five).
+func geluFused(x *Node) *Node { return activation.Gelu(x) }

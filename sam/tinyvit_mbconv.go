@@ -12,8 +12,8 @@ import (
 func mbConv(scope *model.Scope, t *TinyViTConfig, x *Node) *Node {
 	c := x.Shape().Dim(3)
 	hidden := int(float64(c) * t.MBConvExpandRatio)
-	y := GELU(conv2dBN(scope.At("conv1"), x, hidden, 1, 1, 0, false)) // [B, H, W, hidden]
-	y = GELU(conv2dBN(scope.At("conv2"), y, hidden, 3, 1, 1, true))   // depthwise
-	y = conv2dBN(scope.At("conv3"), y, c, 1, 1, 0, false)             // [B, H, W, C]
-	return GELU(Add(y, x))
+	y := geluFused(conv2dBN(scope.At("conv1"), x, hidden, 1, 1, 0, false)) // [B, H, W, hidden]
+	y = geluFused(conv2dBN(scope.At("conv2"), y, hidden, 3, 1, 1, true))   // depthwise
+	y = conv2dBN(scope.At("conv3"), y, c, 1, 1, 0, false)                  // [B, H, W, C]
+	return geluFused(Add(y, x))
 }
