@@ -1,6 +1,8 @@
 package sam
 
 import (
+	"github.com/gomlx/compute"
+	"github.com/gomlx/gomlx/ml/nn"
 	"math"
 
 	. "github.com/gomlx/gomlx/core/graph"
@@ -20,12 +22,20 @@ func tinyViTAttention(scope *model.Scope, x *Node, heads, window int) *Node {
 	bw, n, c := dims[0], dims[1], dims[2]
 	kd := c / heads
 
-	x = LayerNorm(scope.At("norm"), x, tinyViTNormEps)
-	qkv := Linear(scope.At("qkv"), x, 3*c, true) // [Bw, N, 3C]
-	qkv = Reshape(qkv, bw, n, heads, 3*kd)       // per head (key_dim, key_dim, d)
-	q := Slice(qkv, AxisRange(), AxisRange(), AxisRange(), AxisRange(0, kd))
-	k := Slice(qkv, AxisRange(), AxisRange(), AxisRange(), AxisRange(kd, 2*kd))
-	v := Slice(qkv, AxisRange(), AxisRange(), AxisRange(), AxisRange(2*kd, 3*kd))
+	x = tinyViTLayerNorm(scope.At("norm"), x)
+	// qkv's output is per head (key_dim, key_dim, d): q, k and v are read
+	// through row blocks of its weight [heads*3*kd, C] (cheap) instead of
+	// slicing the [Bw, N, 3C] activations.
+	w := Param(scope.At("qkv"), g, "weight", 3*c, c) // [3C, C]
+	bias := Param(scope.At("qkv"), g, "bias", 3*c)   // [3C]
+	w = Reshape(w, heads, 3, kd, c)
+	bias = Reshape(bias, heads, 3, kd)
+	part := func(i int) *Node {
+		wi := Reshape(Slice(w, AxisRange(), AxisElem(i), AxisRange(), AxisRange()), heads*kd, c) // [heads*kd, C]
+		bi := Reshape(Slice(bias, AxisRange(), AxisElem(i), AxisRange()), heads*kd)
+		return Reshape(nn.Dense(x, wi, bi, compute.DenseLayoutOutputsInput), bw, n, heads, kd) // [Bw, N, heads, kd]
+	}
+	q, k, v := part(0), part(1), part(2)
 
 	attn := Einsum("bqhd,bkhd->bhqk", q, k) // [Bw, heads, N, N]
 	attn = MulScalar(attn, 1/math.Sqrt(float64(kd)))
@@ -33,7 +43,7 @@ func tinyViTAttention(scope *model.Scope, x *Node, heads, window int) *Node {
 	attn = Softmax(attn, -1)
 	out := Einsum("bhqk,bkhd->bqhd", attn, v) // [Bw, N, heads, d]
 	out = Reshape(out, bw, n, c)
-	return Linear(scope.At("proj"), out, c, true)
+	return tinyViTLinear(scope.At("proj"), out, c, false)
 }
 
 // attentionBiases expands the learned table attention_biases [heads, w*w]

@@ -38,7 +38,7 @@ func tinyViTBlock(scope *model.Scope, t *TinyViTConfig, x *Node, heads, window i
 	x = Add(x, y)
 
 	k := t.LocalConvSize
-	x = conv2dBN(scope.At("local_conv"), x, c, k, 1, k/2, true) // [B, H, W, C]
+	x = conv2dBN(scope.At("local_conv"), x, c, k, 1, k/2, true, false) // [B, H, W, C]
 
 	return Add(x, tinyViTMLP(scope.At("mlp"), x, int(float64(c)*t.MLPRatio)))
 }
@@ -48,7 +48,7 @@ func tinyViTBlock(scope *model.Scope, t *TinyViTConfig, x *Node, heads, window i
 //	x: [..., C] -> [..., C]
 func tinyViTMLP(scope *model.Scope, x *Node, hidden int) *Node {
 	c := x.Shape().Dim(-1)
-	x = LayerNorm(scope.At("norm"), x, tinyViTNormEps)
-	x = geluFused(Linear(scope.At("fc1"), x, hidden, true))
-	return Linear(scope.At("fc2"), x, c, true)
+	x = tinyViTLayerNorm(scope.At("norm"), x)
+	x = tinyViTLinear(scope.At("fc1"), x, hidden, true)
+	return tinyViTLinear(scope.At("fc2"), x, c, false)
 }

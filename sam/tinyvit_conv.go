@@ -1,9 +1,11 @@
 package sam
 
 import (
+	"github.com/gomlx/compute"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/layers/activation"
 	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/ml/nn"
 )
 
 // batchNormFold returns BatchNorm2d's eval-mode affine map from the running
@@ -24,25 +26,64 @@ func batchNormFold(scope *model.Scope, g *Graph, c int) (scale, shift *Node) {
 
 // conv2dBN is TinyViT's Conv2d_BN: a bias-free Conv2d (groups 1 or
 // depthwise) followed by BatchNorm2d in eval mode, folded into the
-// convolution's weights (same numbers up to float32 rounding). Weights live
-// at scope/c/weight and scope/bn/{weight,bias,running_mean,running_var}.
+// convolution's weights (same numbers up to float32 rounding), optionally
+// followed by the exact GELU. Weights live at scope/c/weight and
+// scope/bn/{weight,bias,running_mean,running_var}. 1x1 convolutions run as
+// one fused matmul + bias (+ GELU).
 //
 //	x: [B, H, W, in] -> [B, H', W', out]
-func conv2dBN(scope *model.Scope, x *Node, out, k, stride, pad int, depthwise bool) *Node {
+func conv2dBN(scope *model.Scope, x *Node, out, k, stride, pad int, depthwise, gelu bool) *Node {
 	g := x.Graph()
 	in := x.Shape().Dim(3)
 	scale, shift := batchNormFold(scope.At("bn"), g, out)
 	var y *Node
-	if depthwise {
+	switch {
+	case depthwise:
 		w := Param(scope.At("c"), g, "weight", out, 1, k, k)         // [C, 1, k, k]
 		w = Mul(w, Reshape(scale, out, 1, 1, 1))                     // BN scale folded in
 		y = depthwiseConv2d(x, Reshape(w, out, k*k), k, stride, pad) // [B, H', W', C]
-	} else {
+		y = Add(y, lastAxis(y, shift))
+	case k == 1 && stride == 1 && pad == 0:
+		w := Param(scope.At("c"), g, "weight", out, in, 1, 1) // [out, in, 1, 1]
+		w = Mul(Reshape(w, out, in), InsertAxes(scale, -1))   // [out, in]
+		if gelu {
+			return nn.Dense(x, w, shift, compute.DenseLayoutOutputsInput, activation.TypeGelu)
+		}
+		return nn.Dense(x, w, shift, compute.DenseLayoutOutputsInput)
+	default:
 		w := Param(scope.At("c"), g, "weight", out, in, k, k) // [out, in, k, k]
 		w = Mul(w, Reshape(scale, out, 1, 1, 1))
 		y = conv2dWeight(x, w, stride, pad)
+		y = Add(y, lastAxis(y, shift))
 	}
-	return Add(y, lastAxis(y, shift))
+	if gelu {
+		y = geluFused(y)
+	}
+	return y
+}
+
+// tinyViTLinear is nn.Linear (weight [out, in], bias) as one fused matmul +
+// bias, optionally + exact GELU.
+//
+//	x: [..., in] -> [..., out]
+func tinyViTLinear(scope *model.Scope, x *Node, out int, gelu bool) *Node {
+	g := x.Graph()
+	w := Param(scope, g, "weight", out, x.Shape().Dim(-1)) // [out, in]
+	b := Param(scope, g, "bias", out)
+	if gelu {
+		return nn.Dense(x, w, b, compute.DenseLayoutOutputsInput, activation.TypeGelu)
+	}
+	return nn.Dense(x, w, b, compute.DenseLayoutOutputsInput)
+}
+
+// tinyViTLayerNorm is nn.LayerNorm over the last axis (eps 1e-5), fused
+// where the backend can.
+func tinyViTLayerNorm(scope *model.Scope, x *Node) *Node {
+	g := x.Graph()
+	c := x.Shape().Dim(-1)
+	w := variable(scope, g, "weight", initOnes, true, c)
+	b := Param(scope, g, "bias", c)
+	return nn.LayerNorm(x, []int{x.Rank() - 1}, tinyViTNormEps, w, b, nil)
 }
 
 // depthwiseConv2d is a Conv2d with groups = channels on a channels-last

@@ -17,7 +17,6 @@ func tinyViTPatchEmbed(scope *model.Scope, t *TinyViTConfig, x *Node) *Node {
 	}
 	e := t.EmbedDims[0]
 	seq := scope.At("seq")
-	x = conv2dBN(seq.At("0"), x, e/2, k, stride, pad, false) // [B, S', S', E/2]
-	x = geluFused(x)
-	return conv2dBN(seq.At("2"), x, e, k, stride, pad, false) // [B, P, P, E]
+	x = conv2dBN(seq.At("0"), x, e/2, k, stride, pad, false, true)   // [B, S', S', E/2], GELU
+	return conv2dBN(seq.At("2"), x, e, k, stride, pad, false, false) // [B, P, P, E]
 }

@@ -11,7 +11,7 @@ import (
 //
 //	x: [B, H, W, C] -> [B, H', W', out]
 func patchMerging(scope *model.Scope, x *Node, out int) *Node {
-	y := geluFused(conv2dBN(scope.At("conv1"), x, out, 1, 1, 0, false))              // [B, H, W, out]
-	y = geluFused(conv2dBN(scope.At("conv2"), y, out, 3, mergeStride(out), 1, true)) // [B, H', W', out]
-	return conv2dBN(scope.At("conv3"), y, out, 1, 1, 0, false)
+	y := conv2dBN(scope.At("conv1"), x, out, 1, 1, 0, false, true)              // [B, H, W, out]
+	y = conv2dBN(scope.At("conv2"), y, out, 3, mergeStride(out), 1, true, true) // [B, H', W', out]
+	return conv2dBN(scope.At("conv3"), y, out, 1, 1, 0, false, false)
 }
