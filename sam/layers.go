@@ -109,23 +109,28 @@ func LayerNorm(scope *model.Scope, x *Node, eps float64) *Node {
 // past the end of x's buffer on the last row and faults when the buffer
 // ends at a page boundary.
 func lastAxis(x, v *Node) *Node {
-	v = ExpandLeftToRank(v, x.Rank())
 	dims := x.Shape().Dimensions
-	n := dims[len(dims)-1]
+	c := dims[len(dims)-1]
+	n := c
 	if n%16 == 0 {
-		return v
+		return ExpandLeftToRank(v, x.Rank())
 	}
+	v = Reshape(v, c)
 	for axis := len(dims) - 2; axis >= 0; axis-- {
 		n *= dims[axis]
 		if n%16 == 0 {
+			// Broadcast from rank 1 and reshape: the backend's
+			// ImplicitBroadcastFusion pass folds a same-rank BroadcastInDim
+			// back into the elementwise op, which would restore the short row.
+			t := BroadcastPrefix(v, dims[axis:len(dims)-1]...) // [d_axis, ..., C]
 			to := append(make([]int, 0, len(dims)), dims...)
 			for i := 0; i < axis; i++ {
 				to[i] = 1
 			}
-			return BroadcastToDims(v, to...)
+			return Reshape(t, to...)
 		}
 	}
-	return v
+	return ExpandLeftToRank(v, x.Rank())
 }
 
 // GELU is the exact (erf) GELU that SAM uses everywhere.
