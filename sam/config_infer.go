@@ -57,7 +57,12 @@ func InferConfig(sd *checkpoint.StateDict) (Config, error) {
 			family = FamilyLiteMedSAM
 		}
 		e := ImageEncoderConfig{ImgSize: tv.ImgSize, InChans: tv.InChans, OutChans: out}
-		return inferPromptDecoder(sd, e, tv, tv.Grid(), family, get, count)
+		c, err := inferPromptDecoder(sd, e, tv, tv.Grid(), family, get, count)
+		c.Name = "inferred TinyViT (MobileSAM)"
+		if family == FamilyLiteMedSAM {
+			c.Name = "inferred TinyViT (LiteMedSAM)"
+		}
+		return c, err
 	}
 	patch, err := get("image_encoder.patch_embed.proj.weight", 4) // [E, 3, p, p]
 	if err != nil {

@@ -119,7 +119,7 @@ func (m *Model) SetWeights(sd *checkpoint.StateDict) error {
 	if err != nil {
 		return err
 	}
-	sd = modelTensors(m.Config, sd)
+	sd = ModelTensors(m.Config, sd)
 	if err := sd.Match(expected); err != nil {
 		return fmt.Errorf("checkpoint does not fit architecture %s: %w", m.Config.Name, err)
 	}
@@ -137,11 +137,11 @@ func (m *Model) SetWeights(sd *checkpoint.StateDict) error {
 	return nil
 }
 
-// modelTensors drops the checkpoint tensors a TinyViT model does not use:
+// ModelTensors drops the checkpoint tensors a TinyViT model does not use:
 // BatchNorm's num_batches_tracked counters (training statistics only) and
 // MobileSAM's ImageNet classifier (image_encoder.norm_head.*,
 // image_encoder.head.*), which mobile_sam.pt carries.
-func modelTensors(cfg Config, sd *checkpoint.StateDict) *checkpoint.StateDict {
+func ModelTensors(cfg Config, sd *checkpoint.StateDict) *checkpoint.StateDict {
 	if cfg.TinyViT == nil {
 		return sd
 	}

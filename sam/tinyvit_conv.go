@@ -39,9 +39,9 @@ func conv2dBN(scope *model.Scope, x *Node, out, k, stride, pad int, depthwise, g
 	var y *Node
 	switch {
 	case depthwise:
-		w := Param(scope.At("c"), g, "weight", out, 1, k, k)         // [C, 1, k, k]
-		w = Mul(w, Reshape(scale, out, 1, 1, 1))                     // BN scale folded in
-		y = depthwiseConv2d(x, Reshape(w, out, k*k), k, stride, pad) // [B, H', W', C]
+		w := Param(scope.At("c"), g, "weight", out, 1, k, k)                              // [C, 1, k, k]
+		w = Mul(w, Reshape(scale, out, 1, 1, 1))                                          // BN scale folded in
+		y = depthwiseConv2d(x, Reshape(w, out, k*k), k, stride, pad, scope.IsTraining(g)) // [B, H', W', C]
 		y = Add(y, lastAxis(y, shift))
 	case k == 1 && stride == 1 && pad == 0:
 		w := Param(scope.At("c"), g, "weight", out, in, 1, 1) // [out, in, 1, 1]
@@ -91,10 +91,10 @@ func tinyViTLayerNorm(scope *model.Scope, x *Node) *Node {
 // zero-padded input times that tap's per-channel weights.
 //
 //	x: [B, H, W, C], w: [C, k*k] -> [B, H', W', C]
-func depthwiseConv2d(x, w *Node, k, stride, pad int) *Node {
+func depthwiseConv2d(x, w *Node, k, stride, pad int, training bool) *Node {
 	c := x.Shape().Dim(3)
 	taps := TransposeAllAxes(w, 1, 0) // [k*k, C]
-	views := shiftedViews(x, k, stride, pad)
+	views := shiftedViews(x, k, stride, pad, training)
 	var y *Node
 	for i, v := range views {
 		tap := Reshape(Slice(taps, AxisElem(i)), c)
@@ -114,8 +114,10 @@ func depthwiseConv2d(x, w *Node, k, stride, pad int) *Node {
 // (zero outside x), each [B, H', W', C]. Shifts are Pad ops with negative
 // padding (block copies in the pure-Go backend, unlike a strided Slice,
 // which copies element by element); stride 2 first splits the input into
-// its four row/column parity planes.
-func shiftedViews(x *Node, k, stride, pad int) []*Node {
+// its four row/column parity planes. In training graphs the views are
+// strided Slices instead: GoMLX v0.28's gradient of Pad does not handle
+// negative padding.
+func shiftedViews(x *Node, k, stride, pad int, training bool) []*Node {
 	g := x.Graph()
 	dims := x.Shape().Dimensions
 	b, h, w, c := dims[0], dims[1], dims[2], dims[3]
@@ -130,7 +132,11 @@ func shiftedViews(x *Node, k, stride, pad int) []*Node {
 		return Pad(v, zero, PadAxis{}, PadAxis{Start: -dy, End: oh - vh + dy}, PadAxis{Start: -dx, End: ow - vw + dx}, PadAxis{})
 	}
 	views := make([]*Node, 0, k*k)
-	switch stride {
+	mode := stride
+	if training {
+		mode = 0
+	}
+	switch mode {
 	case 1:
 		for p := range k {
 			for q := range k {

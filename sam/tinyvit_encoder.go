@@ -51,7 +51,7 @@ func tinyViTNeck(scope *model.Scope, cfg Config, x *Node) *Node {
 	x = nn.Dense(x, Reshape(w0, out, dims[3]), nil, compute.DenseLayoutOutputsInput) // [B, g, g, out]
 	x = LayerNorm(scope.At("1"), x, layerNorm2dEps)
 	w2 := Param(scope.At("2"), g, "weight", out, out, 3, 3)                                 // [out, in, kh, kw]
-	cols := Stack(shiftedViews(x, 3, 1, 1), 3)                                              // [B, g, g, 9, in]
+	cols := Stack(shiftedViews(x, 3, 1, 1, scope.IsTraining(g)), 3)                         // [B, g, g, 9, in]
 	kern := Reshape(TransposeAllAxes(w2, 0, 2, 3, 1), out, 9*out)                           // [out, kh*kw*in]
 	x = nn.Dense(Reshape(cols, b, h, w, 9*out), kern, nil, compute.DenseLayoutOutputsInput) // [B, g, g, out]
 	x = LayerNorm(scope.At("3"), x, layerNorm2dEps)

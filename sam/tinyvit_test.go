@@ -56,7 +56,7 @@ func TestTinyViTPresetsMatchReleasedLayouts(t *testing.T) {
 			}
 			// Every variable but the unused head and the BatchNorm counters is
 			// in the release, and nothing else.
-			kept := modelTensors(cfg, sd)
+			kept := ModelTensors(cfg, sd)
 			if err := kept.Match(vars); err != nil {
 				t.Error(err)
 			}

@@ -110,3 +110,30 @@ func TestPredictTinyViTErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestTrainTinyViT: `segsam train` takes a TinyViT (LiteMedSAM) SAM part
+// from an official-layout checkpoint, trains it whole for a step (the
+// gradients go through the TinyViT encoder) and its checkpoint predicts.
+func TestTrainTinyViT(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a step (-short)")
+	}
+	dir := filepath.Join(fixtures, "litemedsam_mini")
+	run := t.TempDir()
+	code, msg := runCLI(t, "train", "--data", filepath.Join(fixtures, "..", "dataset", "demo_subset"), "--val-fraction", "0",
+		"--init", filepath.Join(dir, "litemedsam_mini.pth"), "--config", filepath.Join(dir, "config.json"),
+		"--variant", "so_co", "--epochs", "1", "--max-steps", "1", "--images-per-step", "1", "--train-encoder", "full", "--out", run)
+	if code != 0 {
+		t.Fatalf("train: exit %d: %s", code, msg)
+	}
+	out := t.TempDir()
+	code, msg = runCLI(t, "predict", "--checkpoint", filepath.Join(run, "checkpoint.safetensors"),
+		"--image", filepath.Join(dir, "image2.npy"), "--box", "30,25,85,85", "--out", out)
+	if code != 0 {
+		t.Fatalf("predict: exit %d: %s", code, msg)
+	}
+	shape, masks := npyData(t, filepath.Join(out, "masks.npy"))
+	if len(masks) != 100*140 || shape[len(shape)-1] != 140 {
+		t.Errorf("masks shape %v", shape)
+	}
+}
