@@ -13,7 +13,7 @@ import (
 // the MLP).
 //
 //	x: [B, H, W, C] -> [B, H, W, C]
-func tinyViTBlock(scope *model.Scope, t *TinyViTConfig, x *Node, heads, window int) *Node {
+func tinyViTBlock(scope *model.Scope, t *TinyViTConfig, x *Node, heads, window, hidden int) *Node {
 	g := x.Graph()
 	dims := x.Shape().Dimensions
 	b, h, w, c := dims[0], dims[1], dims[2], dims[3]
@@ -40,7 +40,7 @@ func tinyViTBlock(scope *model.Scope, t *TinyViTConfig, x *Node, heads, window i
 	k := t.LocalConvSize
 	x = conv2dBN(scope.At("local_conv"), x, c, k, 1, k/2, true, false) // [B, H, W, C]
 
-	return Add(x, tinyViTMLP(scope.At("mlp"), x, int(float64(c)*t.MLPRatio)))
+	return Add(x, tinyViTMLP(scope.At("mlp"), x, hidden))
 }
 
 // tinyViTMLP is TinyViT's Mlp: LayerNorm -> fc1 -> GELU -> fc2.

@@ -30,11 +30,32 @@ type TinyViTConfig struct {
 	// MBConvExpandRatio sets the MBConv hidden width, int(dim * ratio).
 	MBConvExpandRatio float64 `json:"mbconv_expand_ratio"`
 	LocalConvSize     int     `json:"local_conv_size"`
+	// MLPHidden and MBConvHidden, when set (architectures read from
+	// weights), are the hidden widths per stage and of the MBConv blocks;
+	// otherwise int(dim * ratio) as the official constructor computes them.
+	MLPHidden    []int `json:"mlp_hidden,omitempty"`
+	MBConvHidden int   `json:"mbconv_hidden,omitempty"`
 	// PatchKernel is the patch embedding's kernel: 3 for MobileSAM (two
 	// stride-2 3x3 Conv2d_BN, input/4) or 1 for LiteMedSAM (two 1x1, input
 	// kept). 0 in a JSON file: the one that gives the official code's 64x64
 	// embedding.
 	PatchKernel int `json:"patch_kernel,omitempty"`
+}
+
+// mlpHidden is the MLP width of stage i's TinyViT blocks.
+func (t *TinyViTConfig) mlpHidden(i int) int {
+	if i < len(t.MLPHidden) && t.MLPHidden[i] > 0 {
+		return t.MLPHidden[i]
+	}
+	return int(float64(t.EmbedDims[i]) * t.MLPRatio)
+}
+
+// mbConvHidden is the MBConv blocks' hidden width.
+func (t *TinyViTConfig) mbConvHidden() int {
+	if t.MBConvHidden > 0 {
+		return t.MBConvHidden
+	}
+	return int(float64(t.EmbedDims[0]) * t.MBConvExpandRatio)
 }
 
 // Epsilons of the official TinyViT code.
@@ -107,9 +128,6 @@ func (t *TinyViTConfig) validate() error {
 			bad("tiny_vit: stage %d: width %d must be a multiple of its %d heads, window %d positive",
 				i, t.EmbedDims[i], t.NumHeads[i], t.WindowSizes[i])
 		}
-	}
-	if t.EmbedDims[0]%2 != 0 {
-		bad("tiny_vit: embed_dims[0] must be even (the patch embedding's first conv has half of it)")
 	}
 	if t.MLPRatio <= 0 || t.MBConvExpandRatio <= 0 || t.LocalConvSize <= 0 || t.LocalConvSize%2 == 0 {
 		bad("tiny_vit: mlp_ratio and mbconv_expand_ratio must be positive, local_conv_size odd")
@@ -232,6 +250,8 @@ func inferTinyViT(sd *checkpoint.StateDict) (*TinyViTConfig, int, error) {
 			}
 			t.EmbedDims = append(t.EmbedDims, c1[1])
 			t.MBConvExpandRatio = float64(c1[0]) / float64(c1[1])
+			t.MBConvHidden = c1[0]
+			t.MLPHidden = append(t.MLPHidden, 0) // stage 0 has no MLP
 			t.NumHeads = append(t.NumHeads, 1)
 			t.WindowSizes = append(t.WindowSizes, 7) // unused: stage 0 has no attention
 			continue
@@ -256,6 +276,7 @@ func inferTinyViT(sd *checkpoint.StateDict) (*TinyViTConfig, int, error) {
 		t.NumHeads = append(t.NumHeads, ab[0])
 		t.WindowSizes = append(t.WindowSizes, win)
 		t.MLPRatio = float64(fc1[0]) / float64(fc1[1])
+		t.MLPHidden = append(t.MLPHidden, fc1[0])
 		if lc, ok := sd.Get(p + "blocks.0.local_conv.c.weight"); ok && len(lc.Shape) == 4 {
 			t.LocalConvSize = lc.Shape[2]
 		}

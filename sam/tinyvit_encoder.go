@@ -27,7 +27,7 @@ func TinyViTEncoder(scope *model.Scope, cfg Config, image *Node) *Node {
 			if i == 0 {
 				x = mbConv(blocks.At("%d", j), t, x)
 			} else {
-				x = tinyViTBlock(blocks.At("%d", j), t, x, t.NumHeads[i], t.WindowSizes[i])
+				x = tinyViTBlock(blocks.At("%d", j), t, x, t.NumHeads[i], t.WindowSizes[i], t.mlpHidden(i))
 			}
 		}
 		if i < len(t.EmbedDims)-1 {

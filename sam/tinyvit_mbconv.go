@@ -11,7 +11,7 @@ import (
 //	x: [B, H, W, C] -> [B, H, W, C]
 func mbConv(scope *model.Scope, t *TinyViTConfig, x *Node) *Node {
 	c := x.Shape().Dim(3)
-	hidden := int(float64(c) * t.MBConvExpandRatio)
+	hidden := t.mbConvHidden()
 	y := conv2dBN(scope.At("conv1"), x, hidden, 1, 1, 0, false, true) // [B, H, W, hidden]
 	y = conv2dBN(scope.At("conv2"), y, hidden, 3, 1, 1, true, true)   // depthwise
 	y = conv2dBN(scope.At("conv3"), y, c, 1, 1, 0, false, false)      // [B, H, W, C]

@@ -85,6 +85,15 @@ func TestTinyViTPresetsMatchReleasedLayouts(t *testing.T) {
 			inf.Name = cfg.Name
 			it, ct := *inf.TinyViT, *cfg.TinyViT
 			it.NumHeads, it.WindowSizes, ct.NumHeads, ct.WindowSizes = it.NumHeads[1:], it.WindowSizes[1:], ct.NumHeads[1:], ct.WindowSizes[1:]
+			for i := 1; i < len(it.EmbedDims); i++ {
+				if it.mlpHidden(i) != ct.mlpHidden(i) {
+					t.Errorf("stage %d MLP width %d, want %d", i, it.mlpHidden(i), ct.mlpHidden(i))
+				}
+			}
+			if it.mbConvHidden() != ct.mbConvHidden() {
+				t.Errorf("MBConv width %d, want %d", it.mbConvHidden(), ct.mbConvHidden())
+			}
+			it.MLPHidden, it.MBConvHidden = nil, 0
 			inf.TinyViT, cfg.TinyViT = nil, nil
 			if got, want := fmt.Sprintf("%+v %+v", inf, it), fmt.Sprintf("%+v %+v", cfg, ct); got != want {
 				t.Errorf("inferred\n%s\nwant\n%s", got, want)
@@ -121,6 +130,25 @@ func TestInferTinyViTVariants(t *testing.T) {
 		}, func(tv *TinyViTConfig) error {
 			return want(tv, []int{64, 128, 160, 320}, []int{2, 2, 6, 2}, []int{2, 4, 5, 4}, []int{5, 14, 7}, 256)
 		}},
+		{"MLP widths that no single ratio gives (300, 500, 1000)", func(name string, s []int) []int {
+			for stage, hidden := range map[string]int{"1": 300, "2": 500, "3": 1000} {
+				p := "image_encoder.layers." + stage + "."
+				switch {
+				case strings.HasPrefix(name, p) && strings.HasSuffix(name, "mlp.fc1.weight"):
+					return []int{hidden, s[1]}
+				case strings.HasPrefix(name, p) && strings.HasSuffix(name, "mlp.fc1.bias"):
+					return []int{hidden}
+				case strings.HasPrefix(name, p) && strings.HasSuffix(name, "mlp.fc2.weight"):
+					return []int{s[0], hidden}
+				}
+			}
+			return s
+		}, func(tv *TinyViTConfig) error {
+			if got := fmt.Sprint(tv.mlpHidden(1), tv.mlpHidden(2), tv.mlpHidden(3)); got != "300 500 1000" {
+				return fmt.Errorf("MLP widths %s, want 300 500 1000", got)
+			}
+			return nil
+		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			sd := &checkpoint.StateDict{}
@@ -136,6 +164,14 @@ func TestInferTinyViTVariants(t *testing.T) {
 				t.Fatal(err)
 			}
 			if err := c.check(cfg.TinyViT); err != nil {
+				t.Error(err)
+			}
+			// The model built from the inferred architecture has exactly these weights.
+			vars, err := ExpectedVariables(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ModelTensors(cfg, sd).Match(vars); err != nil {
 				t.Error(err)
 			}
 		})
