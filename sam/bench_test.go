@@ -26,7 +26,7 @@ func benchModel(b *testing.B, arch string) *Model {
 }
 
 func BenchmarkImageEncoder(b *testing.B) {
-	for _, arch := range []string{"sammed2d_vit_b", "vit_b"} {
+	for _, arch := range []string{"sammed2d_vit_b", "vit_b", "litemedsam", "mobilesam_vit_t"} {
 		b.Run(arch, func(b *testing.B) {
 			m := benchModel(b, arch)
 			s := m.Config.ImageEncoder.ImgSize
@@ -45,7 +45,7 @@ func BenchmarkImageEncoder(b *testing.B) {
 }
 
 func BenchmarkPredictBox(b *testing.B) {
-	for _, arch := range []string{"sammed2d_vit_b", "vit_b"} {
+	for _, arch := range []string{"sammed2d_vit_b", "vit_b", "litemedsam", "mobilesam_vit_t"} {
 		b.Run(arch, func(b *testing.B) {
 			cfg, err := Preset(arch)
 			if err != nil {

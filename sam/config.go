@@ -84,6 +84,10 @@ type Config struct {
 	PixelMean     [3]float32          `json:"pixel_mean"`
 	PixelStd      [3]float32          `json:"pixel_std"`
 	MaskThreshold float32             `json:"mask_threshold"`
+	// TinyViT, when set, replaces the ViT image encoder (MobileSAM,
+	// LiteMedSAM); ImageEncoder then only gives img_size, in_chans and
+	// out_chans (the neck's width).
+	TinyViT *TinyViTConfig `json:"tiny_vit,omitempty"`
 }
 
 // Layer-norm epsilons of the official code (fixed, not configurable there).
@@ -166,7 +170,17 @@ func LoadConfig(path string) (Config, error) {
 		return Config{}, fmt.Errorf("load config: %w", err)
 	}
 	var c Config
-	if err := json.Unmarshal(data, &c); err != nil {
+	var probe struct {
+		ImageEncoder struct {
+			EmbedDims []int `json:"embed_dims"`
+		} `json:"image_encoder"`
+	}
+	if err := json.Unmarshal(data, &probe); err == nil && len(probe.ImageEncoder.EmbedDims) > 0 {
+		// A TinyViT constructor's arguments (MobileSAM / LiteMedSAM).
+		if c, err = tinyViTConfigFromJSON(data); err != nil {
+			return Config{}, fmt.Errorf("load config %s: %w", path, err)
+		}
+	} else if err := json.Unmarshal(data, &c); err != nil {
 		return Config{}, fmt.Errorf("load config %s: %w", path, err)
 	}
 	if c.Family == "" {
@@ -189,8 +203,11 @@ func (c Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	e := c.ImageEncoder
-	if c.Family != FamilySAM && c.Family != FamilySAMMed2D {
-		bad("model_type %q is neither %q nor %q", c.Family, FamilySAM, FamilySAMMed2D)
+	if c.Family != FamilySAM && c.Family != FamilySAMMed2D && c.Family != FamilyLiteMedSAM {
+		bad("model_type %q is not %q, %q or %q", c.Family, FamilySAM, FamilySAMMed2D, FamilyLiteMedSAM)
+	}
+	if c.TinyViT != nil {
+		return c.validateTinyViT()
 	}
 	if e.ImgSize <= 0 || e.PatchSize <= 0 || e.ImgSize%e.PatchSize != 0 {
 		bad("image_encoder: img_size %d must be a positive multiple of patch_size %d", e.ImgSize, e.PatchSize)
@@ -215,11 +232,21 @@ func (c Config) Validate() error {
 	if e.Adapter != nil && (e.ImgSize/e.PatchSize)%2 != 0 {
 		bad("image_encoder: adapters need an even token grid, got %d", e.ImgSize/e.PatchSize)
 	}
-	p := c.PromptEncoder
 	grid := 0
 	if e.PatchSize > 0 {
 		grid = e.ImgSize / e.PatchSize
 	}
+	errs = append(errs, c.validatePromptDecoder(grid))
+	return errors.Join(errs...)
+}
+
+// validatePromptDecoder checks the prompt encoder and the mask decoder
+// against an image embedding of grid x grid.
+func (c Config) validatePromptDecoder(grid int) error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	e := c.ImageEncoder
+	p := c.PromptEncoder
 	if p.ImageEmbeddingSize != [2]int{grid, grid} {
 		bad("prompt_encoder: image_embedding_size %v must be the token grid [%d %d]", p.ImageEmbeddingSize, grid, grid)
 	}
@@ -253,8 +280,14 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// TokenGrid is the side of the image embedding (img_size / patch_size).
-func (c Config) TokenGrid() int { return c.ImageEncoder.ImgSize / c.ImageEncoder.PatchSize }
+// TokenGrid is the side of the image embedding (img_size / patch_size, or
+// the TinyViT's last stage).
+func (c Config) TokenGrid() int {
+	if c.TinyViT != nil {
+		return c.TinyViT.Grid()
+	}
+	return c.ImageEncoder.ImgSize / c.ImageEncoder.PatchSize
+}
 
 // NumMaskTokens is the number of mask tokens (multimask outputs + 1).
 func (c Config) NumMaskTokens() int { return c.MaskDecoder.NumMultimaskOutputs + 1 }

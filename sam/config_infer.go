@@ -46,6 +46,24 @@ func InferConfig(sd *checkpoint.StateDict) (Config, error) {
 		}
 	}
 	var c Config
+	if _, ok := sd.Get("image_encoder.patch_embed.seq.0.c.weight"); ok {
+		// A TinyViT encoder (MobileSAM, LiteMedSAM).
+		tv, out, err := inferTinyViT(sd)
+		if err != nil {
+			return c, err
+		}
+		family := FamilySAM
+		if tv.PatchKernel == 1 {
+			family = FamilyLiteMedSAM
+		}
+		e := ImageEncoderConfig{ImgSize: tv.ImgSize, InChans: tv.InChans, OutChans: out}
+		c, err := inferPromptDecoder(sd, e, tv, tv.Grid(), family, get, count)
+		c.Name = "inferred TinyViT (MobileSAM)"
+		if family == FamilyLiteMedSAM {
+			c.Name = "inferred TinyViT (LiteMedSAM)"
+		}
+		return c, err
+	}
 	patch, err := get("image_encoder.patch_embed.proj.weight", 4) // [E, 3, p, p]
 	if err != nil {
 		return c, err
@@ -91,9 +109,19 @@ func InferConfig(sd *checkpoint.StateDict) (Config, error) {
 		return c, fmt.Errorf("infer config: cannot find the encoder's attention heads (no relative-position tables); give a JSON config")
 	}
 	e.NumHeads = embed / headDim
+	family := FamilySAM
 	if ch, ok := sd.Get("image_encoder.blocks.0.Adapter.channel.0.weight"); ok {
 		e.Adapter = &AdapterConfig{MLPRatio: float64(ch.Shape[0]) / float64(embed)}
+		family = FamilySAMMed2D
 	}
+	return inferPromptDecoder(sd, e, nil, grid, family, get, count)
+}
+
+// inferPromptDecoder completes an inferred configuration with the prompt
+// encoder and mask decoder read from the weights.
+func inferPromptDecoder(sd *checkpoint.StateDict, e ImageEncoderConfig, tv *TinyViTConfig, grid int, family Family,
+	get func(string, int) ([]int, error), count func(string) int) (Config, error) {
+	var c Config
 	noMask, err := get("prompt_encoder.no_mask_embed.weight", 2)
 	if err != nil {
 		return c, err
@@ -121,8 +149,9 @@ func InferConfig(sd *checkpoint.StateDict) (Config, error) {
 	dim := noMask[1]
 	c = Config{
 		Name:         "inferred",
-		Family:       FamilySAM,
+		Family:       family,
 		ImageEncoder: e,
+		TinyViT:      tv,
 		PromptEncoder: PromptEncoderConfig{
 			EmbedDim: dim, ImageEmbeddingSize: [2]int{grid, grid},
 			InputImageSize: [2]int{e.ImgSize, e.ImgSize}, MaskInChans: maskIn[0],
@@ -137,9 +166,6 @@ func InferConfig(sd *checkpoint.StateDict) (Config, error) {
 		},
 		PixelMean: samPixelMean,
 		PixelStd:  samPixelStd,
-	}
-	if e.Adapter != nil {
-		c.Family = FamilySAMMed2D
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, fmt.Errorf("infer config: %w", err)

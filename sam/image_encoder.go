@@ -15,6 +15,9 @@ import (
 //
 //	image: [B, 3, S, S] (normalised, padded) -> embedding [B, out_chans, S/16, S/16]
 func ImageEncoder(scope *model.Scope, cfg Config, image *Node) *Node {
+	if cfg.TinyViT != nil {
+		return TinyViTEncoder(scope, cfg, image)
+	}
 	e := cfg.ImageEncoder
 	g := image.Graph()
 	b := image.Shape().Dim(0)

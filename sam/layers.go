@@ -79,7 +79,7 @@ func Linear(scope *model.Scope, x *Node, out int, bias bool) *Node {
 	y = Reshape(y, append(append([]int{}, lead...), out)...)
 	if bias {
 		b := Param(scope, g, "bias", out)
-		y = Add(y, ExpandLeftToRank(b, y.Rank()))
+		y = Add(y, lastAxis(y, b))
 	}
 	return y
 }
@@ -97,7 +97,40 @@ func LayerNorm(scope *model.Scope, x *Node, eps float64) *Node {
 	variance := ReduceAndKeep(Square(centred), ReduceMean, -1)
 	// Div by Sqrt rather than Rsqrt: Rsqrt has no gradient in GoMLX v0.28.
 	y := Div(centred, Sqrt(AddScalar(variance, eps)))
-	return Add(Mul(y, ExpandLeftToRank(w, y.Rank())), ExpandLeftToRank(b, y.Rank()))
+	return Add(Mul(y, lastAxis(y, w)), lastAxis(y, b))
+}
+
+// lastAxis shapes a per-channel vector v [C] (or [1, ..., C]) for an
+// elementwise op with x [..., C]. When C is not a multiple of 16 it is
+// broadcast over the trailing axes of x up to a multiple of 16 values: the
+// pure-Go backend's SIMD path for a vector repeated along the leading axes
+// (compute v0.1.14, simdV2V1*Float32) ends each row with a partial load
+// that Go 1.27's archsimd implements as a full 16-lane load, which reads
+// past the end of x's buffer on the last row and faults when the buffer
+// ends at a page boundary.
+func lastAxis(x, v *Node) *Node {
+	dims := x.Shape().Dimensions
+	c := dims[len(dims)-1]
+	n := c
+	if n%16 == 0 {
+		return ExpandLeftToRank(v, x.Rank())
+	}
+	v = Reshape(v, c)
+	for axis := len(dims) - 2; axis >= 0; axis-- {
+		n *= dims[axis]
+		if n%16 == 0 {
+			// Broadcast from rank 1 and reshape: the backend's
+			// ImplicitBroadcastFusion pass folds a same-rank BroadcastInDim
+			// back into the elementwise op, which would restore the short row.
+			t := BroadcastPrefix(v, dims[axis:len(dims)-1]...) // [d_axis, ..., C]
+			to := append(make([]int, 0, len(dims)), dims...)
+			for i := 0; i < axis; i++ {
+				to[i] = 1
+			}
+			return Reshape(t, to...)
+		}
+	}
+	return ExpandLeftToRank(v, x.Rank())
 }
 
 // GELU is the exact (erf) GELU that SAM uses everywhere.
@@ -147,9 +180,23 @@ func MLP(scope *model.Scope, x *Node, hidden, out, numLayers int, sigmoidOutput 
 //	x: [B, H, W, C] -> [B, H', W', out]
 func conv2d(scope *model.Scope, x *Node, out, k, stride, pad int, bias bool) *Node {
 	g := x.Graph()
+	c := x.Shape().Dim(3)
+	weight := Param(scope, g, "weight", out, c, k, k) // [out, in, kh, kw]
+	y := conv2dWeight(x, weight, stride, pad)
+	if bias {
+		y = Add(y, lastAxis(y, Param(scope, g, "bias", out)))
+	}
+	return y
+}
+
+// conv2dWeight is conv2d with a given weight [out, in, k, k] (no bias).
+//
+//	x: [B, H, W, in] -> [B, H', W', out]
+func conv2dWeight(x, weight *Node, stride, pad int) *Node {
+	g := x.Graph()
 	dims := x.Shape().Dimensions
 	b, h, w, c := dims[0], dims[1], dims[2], dims[3]
-	weight := Param(scope, g, "weight", out, c, k, k) // [out, in, kh, kw]
+	out, k := weight.Shape().Dim(0), weight.Shape().Dim(2)
 	var y *Node
 	switch {
 	case k == 1 && stride == 1 && pad == 0:
@@ -180,9 +227,6 @@ func conv2d(scope *model.Scope, x *Node, out, k, stride, pad int, bias bool) *No
 		cols := Reshape(Stack(patches, 3), b, oh, ow, k*k*c)              // [B, oh, ow, kh*kw*C]
 		kern := Reshape(TransposeAllAxes(weight, 0, 2, 3, 1), out, k*k*c) // [out, kh*kw*C]
 		y = Einsum("bhwk,ok->bhwo", cols, kern)
-	}
-	if bias {
-		y = Add(y, ExpandLeftToRank(Param(scope, g, "bias", out), 4))
 	}
 	return y
 }
@@ -228,7 +272,7 @@ func convTranspose2d(scope *model.Scope, x *Node, out, k, stride, pad int, bias 
 		z = Slice(z, AxisRange(), AxisRange(pad, hh*stride-pad), AxisRange(pad, ww*stride-pad), AxisRange())
 	}
 	if bias {
-		z = Add(z, ExpandLeftToRank(Param(scope, g, "bias", out), 4))
+		z = Add(z, lastAxis(z, Param(scope, g, "bias", out)))
 	}
 	return z
 }

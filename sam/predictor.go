@@ -112,6 +112,8 @@ func (m *Model) Preprocess(img transform.Image) (input *tensors.Tensor, inH, inW
 	case FamilySAMMed2D:
 		data, err = transform.PreprocessSAMMed2D(img, s, m.Config.PixelMean, m.Config.PixelStd)
 		inH, inW = s, s
+	case FamilyLiteMedSAM:
+		data, inH, inW, err = transform.PreprocessLiteMedSAM(img, s)
 	default:
 		data, inH, inW, err = transform.PreprocessSAM(img, s, m.Config.PixelMean, m.Config.PixelStd)
 	}
@@ -249,7 +251,7 @@ func (p *Predictor) DecoderInputs(pr Prompt) (DecoderInputs, error) {
 		for _, pt := range pr.Points {
 			xy = append(xy, pt.X, pt.Y)
 		}
-		pts := p.scale.Apply(xy)
+		pts := p.pointsToModel(xy)
 		for b := 0; b < batch; b++ {
 			coords = append(coords, pts...)
 			for _, pt := range pr.Points {
@@ -257,7 +259,7 @@ func (p *Predictor) DecoderInputs(pr Prompt) (DecoderInputs, error) {
 			}
 			if len(pr.Boxes) > 0 {
 				box := pr.Boxes[b]
-				coords = append(coords, p.scale.Apply(box[:])...)
+				coords = append(coords, p.boxToModel(box)...)
 				labels = append(labels, LabelBoxTopLeft, LabelBoxBotRight)
 			} else {
 				coords = append(coords, 0, 0)
@@ -336,13 +338,36 @@ func (p *Predictor) Upscale(low transform.Masks) (transform.Masks, error) {
 	cfg := p.Model.Config
 	var up transform.Masks
 	var err error
-	if cfg.Family == FamilySAMMed2D {
+	switch cfg.Family {
+	case FamilySAMMed2D:
 		up, err = transform.PostprocessMasksSAMMed2D(low, cfg.ImageEncoder.ImgSize, p.origH, p.origW)
-	} else {
+	case FamilyLiteMedSAM:
+		up, err = transform.PostprocessMasksLiteMedSAM(low, p.inH, p.inW, p.origH, p.origW)
+	default:
 		up, err = transform.PostprocessMasksSAM(low, cfg.ImageEncoder.ImgSize, p.inH, p.inW, p.origH, p.origW)
 	}
 	if err != nil {
 		return transform.Masks{}, fmt.Errorf("post-process: %w", err)
 	}
 	return up, nil
+}
+
+// pointsToModel maps (x, y) pairs from original-image pixels to the model
+// input frame: SAM's / SAM-Med2D's apply_coords, or LiteMedSAM's
+// x * S / max(H, W).
+func (p *Predictor) pointsToModel(xy []float64) []float32 {
+	if p.Model.Config.Family == FamilyLiteMedSAM {
+		return transform.LiteMedSAMPoints(xy, p.origH, p.origW, p.Model.Config.ImageEncoder.ImgSize)
+	}
+	return p.scale.Apply(xy)
+}
+
+// boxToModel maps a box to the model input frame: apply_boxes, or
+// LiteMedSAM's resize_box_to_256 (integer coordinates).
+func (p *Predictor) boxToModel(b Box) []float32 {
+	if p.Model.Config.Family == FamilyLiteMedSAM {
+		v := transform.LiteMedSAMBox(b, p.origH, p.origW, p.Model.Config.ImageEncoder.ImgSize)
+		return v[:]
+	}
+	return p.scale.Apply(b[:])
 }

@@ -42,6 +42,9 @@ type Model struct {
 	mu       sync.Mutex
 	encoder  *model.Exec
 	decoders map[decoderKind]*model.Exec
+	// densePE caches the prompt encoder's dense positional encoding
+	// [1, C, g, g] (it depends only on the non-trainable Fourier matrix).
+	densePE *tensors.Tensor
 }
 
 // decoderKind selects one of the decoder graphs: prompts may have no sparse
@@ -119,12 +122,13 @@ func (m *Model) SetWeights(sd *checkpoint.StateDict) error {
 	if err != nil {
 		return err
 	}
+	sd = ModelTensors(m.Config, sd)
 	if err := sd.Match(expected); err != nil {
 		return fmt.Errorf("checkpoint does not fit architecture %s: %w", m.Config.Name, err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.encoder != nil || len(m.decoders) > 0 {
+	if m.encoder != nil || len(m.decoders) > 0 || m.densePE != nil {
 		return fmt.Errorf("set weights: the model has already run; create a new model")
 	}
 	for _, t := range sd.Tensors {
@@ -134,6 +138,25 @@ func (m *Model) SetWeights(sd *checkpoint.StateDict) error {
 		}
 	}
 	return nil
+}
+
+// ModelTensors drops the checkpoint tensors a TinyViT model does not use:
+// BatchNorm's num_batches_tracked counters (training statistics only) and
+// MobileSAM's ImageNet classifier (image_encoder.norm_head.*,
+// image_encoder.head.*), which mobile_sam.pt carries.
+func ModelTensors(cfg Config, sd *checkpoint.StateDict) *checkpoint.StateDict {
+	if cfg.TinyViT == nil {
+		return sd
+	}
+	out := *sd
+	out.Tensors = nil
+	for _, t := range sd.Tensors {
+		if strings.HasSuffix(t.Name, ".num_batches_tracked") || isTinyViTUnused(t.Name) {
+			continue
+		}
+		out.Tensors = append(out.Tensors, t)
+	}
+	return &out
 }
 
 // ExpectedVariables lists every variable of a configuration (state_dict key
@@ -227,7 +250,11 @@ func (m *Model) Decode(in DecoderInputs) (masks, iou *tensors.Tensor, err error)
 	if err != nil {
 		return nil, nil, err
 	}
-	args := []any{in.Embedding}
+	pe, err := m.denseEncoding()
+	if err != nil {
+		return nil, nil, err
+	}
+	args := []any{in.Embedding, pe}
 	if kind.sparse {
 		args = append(args, in.Coords, in.Labels)
 	}
@@ -250,10 +277,10 @@ func (m *Model) decoder(kind decoderKind) (*model.Exec, error) {
 	cfg := m.Config
 	fn := func(scope *model.Scope, inputs []*Node) []*Node {
 		g := inputs[0].Graph()
-		emb := inputs[0]
+		emb, densePE := inputs[0], inputs[1]
 		pe := scope.At("prompt_encoder")
 		var sparse, mask *Node
-		rest := inputs[1:]
+		rest := inputs[2:]
 		if kind.sparse {
 			sparse = SparsePromptEmbeddings(pe, cfg, rest[0], rest[1])
 			rest = rest[2:]
@@ -271,7 +298,7 @@ func (m *Model) decoder(kind decoderKind) (*model.Exec, error) {
 			batch = mask.Shape().Dim(0)
 		}
 		dense := DensePromptEmbeddings(pe, cfg, g, mask, batch)
-		out := MaskDecoder(scope.At("mask_decoder"), cfg, emb, DensePositionalEncoding(pe, cfg, g), sparse, dense)
+		out := MaskDecoder(scope.At("mask_decoder"), cfg, emb, densePE, sparse, dense)
 		return []*Node{out.Masks, out.IoUPred}
 	}
 	e, err := model.NewExec(m.Backend, m.Store, fn)
@@ -280,4 +307,29 @@ func (m *Model) decoder(kind decoderKind) (*model.Exec, error) {
 	}
 	m.decoders[kind] = e
 	return e, nil
+}
+
+// denseEncoding returns the prompt encoder's dense positional encoding
+// [1, C, g, g] (get_dense_pe), computed once per model: it is an input of
+// the decoder graphs rather than recomputed (g*g*C/2 sines and cosines) on
+// every prompt.
+func (m *Model) denseEncoding() (*tensors.Tensor, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.densePE != nil {
+		return m.densePE, nil
+	}
+	cfg := m.Config
+	exec, err := model.NewExec(m.Backend, m.Store, func(scope *model.Scope, unused *Node) *Node {
+		return DensePositionalEncoding(scope.At("prompt_encoder"), cfg, unused.Graph())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dense positional encoding: %w", err)
+	}
+	pe, err := exec.Call1(tensors.FromScalar(float32(0)))
+	if err != nil {
+		return nil, fmt.Errorf("dense positional encoding: %w", err)
+	}
+	m.densePE = pe
+	return pe, nil
 }

@@ -141,6 +141,7 @@ func (m *Model) SetWeights(sd *checkpoint.StateDict, partial bool) error {
 		return err
 	}
 	if partial {
+		sd = sam.ModelTensors(m.Config.SAM, sd) // a TinyViT's BatchNorm counters and ImageNet head
 		samOnly, err := sam.ExpectedVariables(m.Config.SAM)
 		if err != nil {
 			return err

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"image"
 	"image/color"
@@ -780,6 +781,61 @@ func TestFMA32(t *testing.T) {
 		got, want := fma32(tt[0], tt[1], tt[2]), ref(tt[0], tt[1], tt[2])
 		if got != want && !(math.IsInf(float64(got), 0) && math.IsInf(float64(want), 0)) {
 			t.Errorf("fma32(%g, %g, %g) = %g, want %g", tt[0], tt[1], tt[2], got, want)
+		}
+	}
+}
+
+func TestResizeAreaCV2(t *testing.T) {
+	var rc struct {
+		Cases []struct {
+			In    string `json:"in"`
+			Out   string `json:"out"`
+			SrcHW [2]int `json:"src_hw"`
+			DstHW [2]int `json:"dst_hw"`
+			Kind  string `json:"kind"`
+		} `json:"cases"`
+	}
+	readJSON(t, filepath.Join(fixtures, "resize/cv2_area_cases.json"), &rc)
+	if len(rc.Cases) < 8 {
+		t.Fatalf("want the 8 OpenCV INTER_AREA cases, have %d", len(rc.Cases))
+	}
+	kinds := map[string]int{}
+	for _, c := range rc.Cases {
+		t.Run(fmt.Sprintf("%dx%d_to_%dx%d_%s", c.SrcHW[0], c.SrcHW[1], c.DstHW[0], c.DstHW[1], c.Kind), func(t *testing.T) {
+			in := readNPY(t, filepath.Join(fixtures, "resize", c.In))
+			want := readNPY(t, filepath.Join(fixtures, "resize", c.Out))
+			src, err := in.Uint8()
+			if err != nil {
+				t.Fatal(err)
+			}
+			exp, err := want.Uint8()
+			if err != nil {
+				t.Fatal(err)
+			}
+			nh, nw := PreprocessShape(c.SrcHW[0], c.SrcHW[1], 256)
+			if [2]int{nh, nw} != c.DstHW {
+				t.Fatalf("resize_longest_side size %dx%d, OpenCV made %v", nh, nw, c.DstHW)
+			}
+			got, err := ResizeAreaCV2(src, c.SrcHW[0], c.SrcHW[1], 3, nh, nw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bad, worst := 0, 0
+			for i := range exp {
+				if got[i] != exp[i] {
+					bad++
+					worst = max(worst, int(math.Abs(float64(got[i])-float64(exp[i]))))
+				}
+			}
+			if bad > 0 {
+				t.Errorf("%d of %d values differ from OpenCV (worst by %d)", bad, len(exp), worst)
+			}
+			kinds[c.Kind]++
+		})
+	}
+	for _, k := range []string{"upscale", "downscale", "identity"} {
+		if kinds[k] == 0 {
+			t.Errorf("no %s case checked", k)
 		}
 	}
 }

@@ -25,8 +25,8 @@ func init() {
 }
 
 func runBench(args []string) error {
-	fs := newFlagSet("bench", "[--arch sammed2d_vit_b,vit_b] [--runs N] [--batch N] [--prompts N]")
-	archs := fs.String("arch", "sammed2d_vit_b,vit_b", "comma-separated presets to time")
+	fs := newFlagSet("bench", "[--arch sammed2d_vit_b,vit_b,litemedsam,mobilesam_vit_t] [--runs N] [--batch N] [--prompts N]")
+	archs := fs.String("arch", "sammed2d_vit_b,vit_b,litemedsam,mobilesam_vit_t", "comma-separated presets to time")
 	runs := fs.Int("runs", 3, "timed encoder runs after the first (compile) call")
 	batch := fs.Int("batch", 1, "images per encoder call")
 	prompts := fs.Int("prompts", 20, "timed decoder calls (one box each)")

@@ -16,8 +16,8 @@ type modelFlags struct {
 func (f *modelFlags) register(fs interface {
 	StringVar(p *string, name, value, usage string)
 }) {
-	fs.StringVar(&f.checkpoint, "checkpoint", "", "model: a segsam checkpoint (.safetensors), or SAM / SAM-Med2D weights (.pth, .safetensors); default: the built-in "+models.DefaultName)
-	fs.StringVar(&f.arch, "arch", "", "architecture of SAM weights: vit_b, vit_l, vit_h, sammed2d_vit_b (default: inferred from the weights)")
+	fs.StringVar(&f.checkpoint, "checkpoint", "", "model: a segsam checkpoint (.safetensors), or SAM / SAM-Med2D / MobileSAM / LiteMedSAM weights (.pth, .safetensors); default: the built-in "+models.DefaultName)
+	fs.StringVar(&f.arch, "arch", "", "architecture of SAM weights: vit_b, vit_l, vit_h, sammed2d_vit_b, mobilesam_vit_t, litemedsam (default: inferred from the weights)")
 	fs.StringVar(&f.config, "config", "", "architecture of SAM weights as a JSON config (the fixtures' config.json schema)")
 }
 

@@ -157,7 +157,8 @@ func runPredict(args []string) error {
 	// The .npy files keep the official predictors' layouts: [C, ...] for one
 	// prompt, [B, C, ...] for several boxes.
 	lead := []int{res.C}
-	if res.B > 1 {
+	if res.B > 1 || m.Config.Family == sam.FamilyLiteMedSAM {
+		// LiteMedSAM's inference script keeps the batch axis.
 		lead = []int{res.B, res.C}
 	}
 	info.NPYLayout = fmt.Sprintf("masks.npy %v+[H W] logits, iou_predictions.npy %v, low_res_logits.npy %v+[%d %d], embedding.npy [1 C g g]", lead, lead, lead, res.LowResSize, res.LowResSize)
