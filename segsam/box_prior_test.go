@@ -123,6 +123,7 @@ func TestBoxPriorAddsToBothDecoders(t *testing.T) {
 // TestEveryIoUOutputIsTrained checks that the loss gives a gradient to the
 // predicted IoU of every mask token, for a box (token 0 chosen) and for a
 // point (the best multimask token chosen) alike: inference ranks all of them.
+// With the ablation switch IoUChosenOnly only the chosen token's gets one.
 func TestEveryIoUOutputIsTrained(t *testing.T) {
 	backend, err := engine.Backend()
 	if err != nil {
@@ -146,20 +147,32 @@ func TestEveryIoUOutputIsTrained(t *testing.T) {
 			target[i] = 1
 		}
 	}
-	grad, err := ExecOnce(backend, func(bin, iou, mask, multi *Node) *Node {
-		l := Loss(cfg, Outputs{Binary: bin, IoU: iou}, Targets{Mask: mask, Multimask: multi})
-		return Gradient(l.Total, iou)[0]
-	}, tensors.FromFlatDataAndDimensions(logits, b, m, r, r),
-		tensors.FromFlatDataAndDimensions(make([]float32, b*m), b, m), // predicted IoU 0: every token's error is its true IoU
-		tensors.FromFlatDataAndDimensions(target, b, s, s),
-		tensors.FromFlatDataAndDimensions([]float32{0, 1}, b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, _ := tensors.CopyFlatData[float32](grad)
-	for i, v := range g {
-		if v == 0 {
-			t.Errorf("IoU output [object %d, token %d] gets no gradient", i/m, i%m)
+	for _, chosenOnly := range []bool{false, true} {
+		cfg.Loss.IoUChosenOnly = chosenOnly
+		grad, err := ExecOnce(backend, func(bin, iou, mask, multi *Node) *Node {
+			l := Loss(cfg, Outputs{Binary: bin, IoU: iou}, Targets{Mask: mask, Multimask: multi})
+			return Gradient(l.Total, iou)[0]
+		}, tensors.FromFlatDataAndDimensions(logits, b, m, r, r),
+			tensors.FromFlatDataAndDimensions(make([]float32, b*m), b, m), // predicted IoU 0: every token's error is its true IoU
+			tensors.FromFlatDataAndDimensions(target, b, s, s),
+			tensors.FromFlatDataAndDimensions([]float32{0, 1}, b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, _ := tensors.CopyFlatData[float32](grad)
+		trained := 0
+		for i, v := range g {
+			if v != 0 {
+				trained++
+			} else if !chosenOnly {
+				t.Errorf("IoU output [object %d, token %d] gets no gradient", i/m, i%m)
+			}
+		}
+		if chosenOnly && trained != b {
+			t.Errorf("IoUChosenOnly: %d IoU outputs trained, want %d (one per object)", trained, b)
+		}
+		if g[0] == 0 {
+			t.Errorf("chosen only %v: the box's token 0 gets no gradient", chosenOnly)
 		}
 	}
 }

@@ -82,6 +82,10 @@ type LossWeights struct {
 	// SemBCE weights a pixel BCE on Dec_saw's mask, beside its dice
 	// (Mask2Former's mask loss; not in the paper's eq. 11: default 0).
 	SemBCE float64 `json:"sem_bce,omitempty"`
+	// IoUChosenOnly supervises only the chosen mask token's predicted IoU,
+	// the behaviour before issue 17.1 (an ablation switch; default: every
+	// token against its own mask, as SAM).
+	IoUChosenOnly bool `json:"iou_chosen_only,omitempty"`
 }
 
 // DefaultLossWeights are the paper's.

@@ -124,6 +124,9 @@ func Loss(cfg Config, out Outputs, t Targets) LossTerms {
 	// A box uses token 0 only, so its other tokens' scores are trained too
 	// but never read.
 	l.IoU = ReduceAllMean(iouMSE)
+	if w.IoUChosenOnly {
+		l.IoU = ReduceAllMean(pick(iouMSE)) // the ablation: one token per object
+	}
 	l.Binary = Add(ReduceAllMean(pick(perToken)), MulScalar(l.IoU, w.IoU))
 	total := l.Binary
 

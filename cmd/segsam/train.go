@@ -60,6 +60,7 @@ func runTrain(args []string) error {
 	dice := fs.Float64("dice-weight", segsam.DefaultLossWeights.Dice, "weight of Dec_sag's dice loss (SAM: 1)")
 	presence := fs.Float64("presence-weight", segsam.DefaultLossWeights.Presence, "λ, weight of the class-presence BCE (paper: 10)")
 	semBCE := fs.Float64("sem-bce-weight", 0, "weight of a pixel BCE on Dec_saw's mask beside its dice (Mask2Former's mask loss; the paper: 0)")
+	iouChosen := fs.Bool("iou-chosen-only", false, "ablation: supervise only the chosen mask token's predicted IoU (before issue 17.1; default: every token against its own mask, as SAM)")
 	sawFromSag := fs.Bool("init-saw-from-sag", false, "start Dec_saw's transformer, upscaling and hypernetwork from Dec_sag's weights (fine-tuning from SAM / SAM-Med2D)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -179,6 +180,7 @@ func runTrain(args []string) error {
 		return usageErrorf("--sem-bce-weight must not be negative")
 	}
 	cfg.Loss.SemBCE = *semBCE
+	cfg.Loss.IoUChosenOnly = *iouChosen
 	if *textLiteral {
 		cfg.Parts.PromptAwareText = false
 	}
