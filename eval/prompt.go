@@ -38,6 +38,9 @@ type Prompt struct {
 	// evaluation, clicks.go; only for Refiners).
 	Clicks    []Click
 	MaskInput []float32
+	// Modality is the image's modality (from the data's meta.json), for
+	// Segmenters that use it as a prior.
+	Modality string
 }
 
 // ParseKinds turns a --prompt value ("box", "point" or "both") into the

@@ -233,6 +233,7 @@ func Run(ctx context.Context, ds *dataset.Dataset, segs []Segmenter, opts Option
 		prompts := make([]Prompt, len(jobs))
 		for i, j := range jobs {
 			prompts[i] = j.prompt
+			prompts[i].Modality = e.Modality
 		}
 		for si, s := range segs {
 			if a, ok := s.(AutoSegmenter); ok && opts.Auto {

@@ -89,3 +89,32 @@ func FromStateDict(sd *checkpoint.StateDict, backend compute.Backend) (*Model, e
 }
 
 func loadStateDict(path string) (*checkpoint.StateDict, error) { return checkpoint.Load(path) }
+
+// WriteModalityClasses copies the segsam checkpoint in to out with table as
+// its configuration's ModalityClasses (the modality prior, modality.go):
+// weights and the other metadata unchanged. For checkpoints trained before
+// training recorded the table; in and out may be the same file.
+func WriteModalityClasses(in, out string, table map[string][]string) error {
+	sd, err := checkpoint.Load(in)
+	if err != nil {
+		return err
+	}
+	cfg, err := ConfigOf(sd)
+	if err != nil {
+		return fmt.Errorf("%s: %w", in, err)
+	}
+	cfg.ModalityClasses = table
+	js, err := json.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	meta := make(map[string]string, len(sd.Metadata))
+	for k, v := range sd.Metadata {
+		meta[k] = v
+	}
+	meta[metaConfig] = string(js)
+	if err := checkpoint.SaveSafetensors(out, sd.Tensors, meta); err != nil {
+		return fmt.Errorf("write %s: %w", out, err)
+	}
+	return nil
+}

@@ -111,6 +111,10 @@ type Config struct {
 	TextDim int          `json:"text_dim,omitempty"`
 	Text    TextIdentity `json:"text"`
 	Loss    LossWeights  `json:"loss"`
+	// ModalityClasses lists, for each imaging modality of the training
+	// data (dataset.Modalities' names), the classes its objects had: the
+	// modality prior of prediction (modality.go). Written by training.
+	ModalityClasses map[string][]string `json:"modality_classes,omitempty"`
 }
 
 // NewConfig returns the configuration of a variant on top of a SAM;

@@ -78,7 +78,14 @@ func (r *Prediction) SemanticMask(b int) []bool {
 var ErrNeedsPointOrBox = errors.New("a SEG-SAM checkpoint needs a point or a box (a mask input alone or no prompt works only with plain SAM / SAM-Med2D checkpoints)")
 
 // Predict answers a prompt on the current image.
-func (p *Predictor) Predict(pr sam.Prompt) (*Prediction, error) {
+func (p *Predictor) Predict(pr sam.Prompt) (*Prediction, error) { return p.PredictIn(pr, "") }
+
+// PredictIn answers a prompt on the current image, an image of the given
+// modality ("CT", "MR", ...; "" for unknown): with the modality prior, the
+// class is chosen among the classes the model's training data had in that
+// modality (Config.ModalityClasses; see modality.go). Masks do not depend
+// on it.
+func (p *Predictor) PredictIn(pr sam.Prompt, modality string) (*Prediction, error) {
 	if p.Model != nil && len(pr.Points) == 0 && len(pr.Boxes) == 0 {
 		return nil, ErrNeedsPointOrBox
 	}
@@ -112,8 +119,9 @@ func (p *Predictor) Predict(pr sam.Prompt) (*Prediction, error) {
 			return nil, err
 		}
 		k := cfg.NumClasses()
+		allowed := cfg.ClassesOfModality(modality)
 		for b := 0; b < res.B; b++ {
-			probs := softmax(logits[b*k : (b+1)*k])
+			probs := restrictClasses(softmax(logits[b*k:(b+1)*k]), allowed)
 			best := transform.ArgmaxFirst(probs)
 			pred.ClassIndex = append(pred.ClassIndex, best)
 			pred.Class = append(pred.Class, cfg.Classes[best])

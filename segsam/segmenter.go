@@ -22,7 +22,10 @@ type Segmenter struct {
 	P *Predictor
 	// Label names the model in tables.
 	Label string
-	cache *embcache.Cache
+	// ModalityPrior chooses each object's class among the classes the
+	// training data had in the image's modality (Predictor.PredictIn).
+	ModalityPrior bool
+	cache         *embcache.Cache
 	// auto and merge, set by EnableAuto, label whole images (segmenter_auto.go).
 	auto  *Automatic
 	merge MergeOptions
@@ -48,6 +51,19 @@ func NewSegmenter(p *Predictor, label, cacheDir string) (*Segmenter, error) {
 		s.cache = c
 	}
 	return s, nil
+}
+
+// UseModalityPrior turns on the modality prior (see ModalityPrior); it is
+// an error for a model that records no classes per modality.
+func (s *Segmenter) UseModalityPrior() error {
+	if s.P.Model == nil || !s.P.Model.Config.HasClasses() {
+		return fmt.Errorf("the modality prior needs a SEG-SAM model with classes; %s predicts masks only", s.Label)
+	}
+	if len(s.P.Model.Config.ModalityClasses) == 0 {
+		return fmt.Errorf("%s records no classes per modality (a checkpoint trained before segsam wrote modality_classes; see segsam model --modality-classes)", s.Label)
+	}
+	s.ModalityPrior = true
+	return nil
 }
 
 // Name implements eval.Segmenter.
@@ -103,7 +119,11 @@ func (s *Segmenter) Segment(ctx context.Context, imagePath string, h, w int, pro
 			q.Multimask = false
 		}
 		q.MaskInput = pr.MaskInput
-		res, err := s.P.Predict(q)
+		modality := ""
+		if s.ModalityPrior {
+			modality = pr.Modality
+		}
+		res, err := s.P.PredictIn(q, modality)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", imagePath, err)
 		}

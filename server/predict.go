@@ -42,6 +42,9 @@ type PredictRequest struct {
 	// ReturnLowRes adds each mask's low-resolution logits, to send back as
 	// mask_input.
 	ReturnLowRes bool `json:"return_low_res,omitempty"`
+	// Modality ("CT", "MR", ...) turns on the modality prior: the class is
+	// chosen among the classes the model's training data had in it.
+	Modality string `json:"modality,omitempty"`
 }
 
 // Mask is one predicted binary mask in the requested format.
@@ -228,7 +231,7 @@ func (s *Server) handlePredict(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	predStart := time.Now()
-	pred, err := p.Predict(pr)
+	pred, err := p.PredictIn(pr, req.Modality)
 	if err != nil {
 		return fmt.Errorf("predict: %w", err)
 	}

@@ -212,6 +212,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		fmt.Fprintf(log, "%s: already finished (%d of %d epochs); nothing to do (raise --epochs to train on)\n", opts.Out, state.EpochsDone, opts.Epochs)
 		return &Result{Checkpoint: filepath.Join(opts.Out, "checkpoint.safetensors"), History: state.History, Finished: true}, nil
 	}
+	// The modality prior's table (segsam/modality.go): after the run's
+	// hash, so that runs started before it existed still resume.
+	cfg.ModalityClasses = segsam.ModalityClassesOf(opts.Train)
 	m, err := segsam.New(cfg, nil)
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -83,8 +84,17 @@ func TestLossFallsForEveryVariant(t *testing.T) {
 					t.Error(err)
 				}
 			}
-			if _, err := segsam.Load(res.Checkpoint, nil); err != nil {
-				t.Errorf("the run's checkpoint does not load: %v", err)
+			m, err := segsam.Load(res.Checkpoint, nil)
+			if err != nil {
+				t.Fatalf("the run's checkpoint does not load: %v", err)
+			}
+			// The modality prior's table: every object's class under its image's modality.
+			for _, e := range ds.Images {
+				for _, mk := range e.Masks {
+					if !slices.Contains(m.Config.ModalityClasses[e.Modality], mk.Class) {
+						t.Errorf("checkpoint's modality_classes[%s] lacks %s", e.Modality, mk.Class)
+					}
+				}
 			}
 		})
 	}

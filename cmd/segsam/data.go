@@ -15,6 +15,7 @@ import (
 
 	"github.com/segsam/segsam/dataset"
 	"github.com/segsam/segsam/dataset/sources"
+	"github.com/segsam/segsam/segsam"
 )
 
 func init() {
@@ -29,6 +30,7 @@ const (
 	dataBuildSynopsis    = "build [--sources DIR] --repos DIR --out DIR [--exclusions FILE] [--only id1,id2] [--force]"
 	dataListSynopsis     = "list [--sources DIR]"
 	dataAssembleSynopsis = "assemble [--sources DIR] --built DIR [--split DIR,...] [--val-fraction F] [--split-seed N] [--force] --out DIR"
+	dataModalitySynopsis = "modality-classes --checkpoint FILE --data DIR[,DIR...] --out FILE"
 	defaultSourcesDir    = "dataset/sources"
 )
 
@@ -37,7 +39,7 @@ func runData(args []string) error { return dataMain(args, os.Stdout, os.Stderr) 
 // dataMain runs 'segsam data', writing tables to out and progress to logw.
 func dataMain(args []string, out, logw io.Writer) error {
 	if len(args) == 0 {
-		return usageErrorf("want a subcommand: segsam data %s | segsam data %s | segsam data %s", dataBuildSynopsis, dataListSynopsis, dataAssembleSynopsis)
+		return usageErrorf("want a subcommand: segsam data %s | segsam data %s | segsam data %s | segsam data %s", dataBuildSynopsis, dataListSynopsis, dataAssembleSynopsis, dataModalitySynopsis)
 	}
 	switch args[0] {
 	case "build":
@@ -46,11 +48,51 @@ func dataMain(args []string, out, logw io.Writer) error {
 		return dataList(args[1:], out)
 	case "assemble":
 		return dataAssemble(args[1:], out, logw)
+	case "modality-classes":
+		return dataModalityClasses(args[1:], out)
 	case "-h", "--help", "help":
-		fmt.Fprintf(os.Stderr, "usage:\n  segsam data %s\n  segsam data %s\n  segsam data %s\n", dataBuildSynopsis, dataListSynopsis, dataAssembleSynopsis)
+		fmt.Fprintf(os.Stderr, "usage:\n  segsam data %s\n  segsam data %s\n  segsam data %s\n  segsam data %s\n", dataBuildSynopsis, dataListSynopsis, dataAssembleSynopsis, dataModalitySynopsis)
 		return nil
 	}
-	return usageErrorf("unknown subcommand %q (want build, list or assemble)", args[0])
+	return usageErrorf("unknown subcommand %q (want build, list, assemble or modality-classes)", args[0])
+}
+
+// dataModalityClasses records in a segsam checkpoint which classes each
+// modality of its training data had (the modality prior: predict
+// --modality, eval --modality-prior), for checkpoints trained before
+// 'segsam train' recorded it.
+func dataModalityClasses(args []string, out io.Writer) error {
+	fs := newFlagSet("data modality-classes", strings.TrimPrefix(dataModalitySynopsis, "modality-classes "))
+	ckpt := fs.String("checkpoint", "", "segsam checkpoint (.safetensors)")
+	data := fs.String("data", "", "the checkpoint's training set(s), SA-Med2D layout with meta.json; several: comma-separated")
+	dst := fs.String("out", "", "checkpoint to write (may be --checkpoint itself)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *ckpt == "" || *data == "" || *dst == "" {
+		return usageErrorf("--checkpoint, --data and --out are required")
+	}
+	sets, err := dataset.OpenEach(*data)
+	if err != nil {
+		return err
+	}
+	table := segsam.ModalityClassesOf(sets...)
+	if len(table) == 0 {
+		return fmt.Errorf("%s: no image with a known modality (meta.json)", *data)
+	}
+	if err := segsam.WriteModalityClasses(*ckpt, *dst, table); err != nil {
+		return err
+	}
+	mods := make([]string, 0, len(table))
+	for m := range table {
+		mods = append(mods, m)
+	}
+	sort.Slice(mods, func(i, j int) bool { return dataset.ModalityIndex(mods[i]) < dataset.ModalityIndex(mods[j]) })
+	for _, m := range mods {
+		fmt.Fprintf(out, "%s: %d classes\n", m, len(table[m]))
+	}
+	fmt.Fprintf(out, "wrote %s\n", *dst)
+	return nil
 }
 
 func dataList(args []string, out io.Writer) error {

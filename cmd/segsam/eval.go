@@ -46,6 +46,7 @@ func runEval(args []string) error {
 	clicks := fs.Int("clicks", 0, "interactive rows too: each prompt followed by N corrective clicks, each on the centre of the largest error (positive on a missed pixel, negative on a false one), with the previous mask as mask prompt (models only, not the baselines)")
 	quiet := fs.Bool("quiet", false, "no progress bar")
 	out := fs.String("out", "", "output folder (created; report files in it are replaced)")
+	modalityPrior := fs.Bool("modality-prior", false, "choose each object's class among the classes the model's training data had in the image's modality (meta.json's); the paper's evaluation does not use it")
 	auto := fs.Bool("auto", false, "automatic rows too: each image labelled without a prompt (as segsam segment, with its --points-per-side, --pred-iou-thresh, ... flags), each object scored against the label map (models only); with --auto, --prompt may be left out")
 	var af amgFlags
 	af.register(fs)
@@ -77,6 +78,15 @@ func runEval(args []string) error {
 		s, err := modelSegmenter(*checkpoint, *arch)
 		if err != nil {
 			return fmt.Errorf("load model: %w", err)
+		}
+		if *modalityPrior {
+			mp, ok := s.(interface{ UseModalityPrior() error })
+			if !ok {
+				return usageErrorf("--modality-prior: %s has no class head", s.Name())
+			}
+			if err := mp.UseModalityPrior(); err != nil {
+				return usageErrorf("--modality-prior: %v", err)
+			}
 		}
 		if *auto {
 			if err := enableAuto(fs, s, *checkpoint, &af); err != nil {

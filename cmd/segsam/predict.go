@@ -84,6 +84,7 @@ func runPredict(args []string) error {
 	fs.Var(&points, "point", "a click X,Y[,LABEL] in image pixels (see below); LABEL 1 positive (default) or 0 negative; repeatable")
 	fs.Var(&boxes, "box", "a box X0,Y0,X1,Y1 in image pixels (see below); repeatable (one prediction per box)")
 	maskInput := fs.String("mask-input", "", "low-res mask logits from a previous run (.npy, [1,4g,4g] or [4g,4g])")
+	modality := fs.String("modality", "", "the image's modality (CT, MR, PET, X-ray, ultrasound, endoscopy, dermoscopy, fundus): the class is chosen among the classes the model's training data had in it (SEG-SAM checkpoints that record them)")
 	multimask := fs.Bool("multimask", false, "return 3 candidate masks (SAM) / the best of 3 (SAM-Med2D); default true when no prompt is given")
 	out := fs.String("out", "", "output folder (created)")
 	if err := parseFlags(fs, args); err != nil {
@@ -127,7 +128,15 @@ func runPredict(args []string) error {
 	if err := p.SetImage(img); err != nil {
 		return err
 	}
-	res, err := p.Predict(pr)
+	if *modality != "" {
+		if p.Model == nil || !p.Model.Config.HasClasses() {
+			return usageErrorf("--modality: this checkpoint predicts masks only, no class")
+		}
+		if p.Model.Config.ClassesOfModality(*modality) == nil {
+			fmt.Fprintf(os.Stderr, "segsam predict: warning: the model records no classes for modality %q; the class is chosen among all of them\n", *modality)
+		}
+	}
+	res, err := p.PredictIn(pr, *modality)
 	if err != nil {
 		return err
 	}
