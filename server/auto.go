@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -148,6 +149,18 @@ func (s *Server) handleSegmentAll(w http.ResponseWriter, r *http.Request) error 
 	if req.Volume {
 		return s.segmentAllVolume(w, r, img, a, merge, &req)
 	}
+	// An image or a slice: the usual time limit.
+	r, cancel := s.requestDeadline(r)
+	defer cancel()
+	err = s.segmentAllImage(w, r, img, a, merge, &req, start)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return httpErrorf(http.StatusServiceUnavailable, "request timed out after %v: %v", s.cfg.RequestTimeout, err)
+	}
+	return err
+}
+
+// segmentAllImage labels an image or one slice of a volume.
+func (s *Server) segmentAllImage(w http.ResponseWriter, r *http.Request, img *storedImage, a *segsam.Automatic, merge segsam.MergeOptions, req *SegmentAllRequest, start time.Time) error {
 	if len(req.Axes) > 0 {
 		return httpErrorf(http.StatusBadRequest, "axes apply to \"volume\": true only")
 	}

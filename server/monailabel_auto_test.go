@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/segsam/segsam/segsam"
 )
@@ -67,5 +68,46 @@ func TestMLInferAutoBuiltin(t *testing.T) {
 	_, code, body := mlInferRaw(t, plain.URL, mlAutoModel, "ct_crop", "", map[string]any{})
 	if code != http.StatusServiceUnavailable || !strings.Contains(string(body), "segmenter") {
 		t.Errorf("automatic model on a plain SAM: %d %s", code, body)
+	}
+}
+
+// TestVolumeTimeout: labelling a whole volume runs under VolumeTimeout,
+// not RequestTimeout (minutes of decoding on a CPU; the longer of the two
+// applies); segment-all on a slice keeps RequestTimeout, and an exceeded
+// VolumeTimeout is a 503 that names it.
+func TestVolumeTimeout(t *testing.T) {
+	opts := segsam.DefaultAMGOptions()
+	opts.PointsPerSide, opts.PredIoUThresh, opts.StabilityScoreThresh = 2, 0, 0
+	for _, tt := range []struct {
+		name             string
+		request, volume  time.Duration
+		autoCode, slCode int
+	}{
+		{"short requests, long volumes", time.Millisecond, 10 * time.Minute, http.StatusOK, http.StatusServiceUnavailable},
+		{"short volumes", time.Millisecond, 2 * time.Millisecond, http.StatusServiceUnavailable, http.StatusServiceUnavailable},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, ts := newTestServer(t, false, Config{StudiesDir: studiesDir(t), DisablePrecompute: true, AutomaticModel: true,
+				RequestTimeout: tt.request, VolumeTimeout: tt.volume})
+			if err := s.SetAutomaticDefaults(opts); err != nil {
+				t.Fatal(err)
+			}
+			_, code, body := mlInferRaw(t, ts.URL, mlAutoModel, "ct_crop", "", map[string]any{})
+			if code != tt.autoCode {
+				t.Errorf("segsam_auto: %d %s, want %d", code, body, tt.autoCode)
+			}
+			if code == http.StatusServiceUnavailable && !strings.Contains(string(body), "timed out after "+tt.volume.String()) {
+				t.Errorf("segsam_auto timeout message: %s", body)
+			}
+			// A slice of an uploaded volume through /v1 (the upload itself is
+			// a normal request: give it time first).
+			s.cfg.RequestTimeout = 10 * time.Minute
+			vol := upload(t, ts.URL, phantomVolume, "")
+			s.cfg.RequestTimeout = tt.request
+			code, body, _ = segmentAll(t, ts.URL, vol.ID, `{"slice": "axial:2"}`)
+			if code != tt.slCode {
+				t.Errorf("segment-all on a slice: %d %s, want %d", code, body, tt.slCode)
+			}
+		})
 	}
 }

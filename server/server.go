@@ -73,6 +73,10 @@ type Config struct {
 	// RequestTimeout bounds the handling of one request (an embedding that
 	// takes longer goes on and is cached for the next request).
 	RequestTimeout time.Duration
+	// VolumeTimeout bounds a whole-volume label everything (segment-all
+	// with "volume": true, MONAI Label's automatic model): minutes of
+	// decoding on a CPU. Such a request's write deadline is extended to match.
+	VolumeTimeout time.Duration
 	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout are the
 	// http.Server's.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
@@ -119,6 +123,7 @@ func DefaultConfig() Config {
 		MaxPoints:            64,
 		MaxBoxes:             32,
 		RequestTimeout:       4 * time.Minute,
+		VolumeTimeout:        30 * time.Minute,
 		ReadHeaderTimeout:    10 * time.Second,
 		ReadTimeout:          2 * time.Minute,
 		WriteTimeout:         5 * time.Minute,
@@ -158,6 +163,7 @@ func (c Config) withDefaults() Config {
 	setInt(&c.MaxPoints, d.MaxPoints)
 	setInt(&c.MaxBoxes, d.MaxBoxes)
 	setDur(&c.RequestTimeout, d.RequestTimeout)
+	setDur(&c.VolumeTimeout, d.VolumeTimeout)
 	setDur(&c.ReadHeaderTimeout, d.ReadHeaderTimeout)
 	setDur(&c.ReadTimeout, d.ReadTimeout)
 	setDur(&c.WriteTimeout, d.WriteTimeout)
@@ -426,7 +432,14 @@ func (s *Server) instrument(pattern string, h func(http.ResponseWriter, *http.Re
 		start := time.Now()
 		s.metrics.inFlight.Add(1)
 		w := &statusWriter{ResponseWriter: rw}
-		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
+		limit := s.cfg.RequestTimeout
+		if s.mayLabelVolume(pattern, r) {
+			// The handler shortens it again unless it labels a whole volume
+			// (volumeDeadline).
+			limit = max(limit, s.cfg.VolumeTimeout)
+			_ = http.NewResponseController(rw).SetWriteDeadline(time.Now().Add(limit + time.Minute))
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), limit)
 		defer func() {
 			cancel()
 			if p := recover(); p != nil {
@@ -462,7 +475,7 @@ func (s *Server) instrument(pattern string, h func(http.ResponseWriter, *http.Re
 			err = fmt.Errorf("request body too large: the limit is %d bytes", mbe.Limit)
 		case errors.Is(err, context.DeadlineExceeded):
 			status = http.StatusServiceUnavailable
-			err = fmt.Errorf("request timed out after %v: %w", s.cfg.RequestTimeout, err)
+			err = fmt.Errorf("request timed out after %v: %w", limit, err)
 		case errors.Is(err, context.Canceled):
 			status = 499 // client closed the request (nginx's convention)
 		}
@@ -553,4 +566,24 @@ func (s *Server) handleStatic(w http.ResponseWriter, r *http.Request) error {
 	h.Set("Cache-Control", "no-cache")
 	http.ServeFileFS(w, r, s.web, name)
 	return nil
+}
+
+// mayLabelVolume tells whether a request may label a whole volume (the
+// longer VolumeTimeout): segment-all, whose body says whether it does, and
+// MONAI Label's automatic model.
+func (s *Server) mayLabelVolume(pattern string, r *http.Request) bool {
+	switch pattern {
+	case "/v1/images/{id}/segment-all":
+		return r.Method == http.MethodPost
+	case "/infer/{model}":
+		return r.Method == http.MethodPost && r.PathValue("model") == mlAutoModel
+	}
+	return false
+}
+
+// requestDeadline gives a request that may label a volume but does not
+// (segment-all on an image or a slice) the usual RequestTimeout again.
+func (s *Server) requestDeadline(r *http.Request) (*http.Request, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
+	return r.WithContext(ctx), cancel
 }

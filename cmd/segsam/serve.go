@@ -46,6 +46,7 @@ func runServe(args []string) error {
 	storeMB := fs.Int64("store-mb", d.MaxStoreBytes>>20, "memory bound of the uploaded images, MiB")
 	encodes := fs.Int("encoders", d.MaxConcurrentEncodes, "image-encoder runs at a time")
 	timeout := fs.Duration("request-timeout", d.RequestTimeout, "time limit of one request")
+	volTimeout := fs.Duration("volume-timeout", d.VolumeTimeout, "time limit of labelling a whole volume (segment-all with \"volume\": true, MONAI Label's segsam_auto)")
 	noPrecompute := fs.Bool("no-precompute", false, "do not compute an embedding at upload (only at the first predict)")
 	studies := fs.String("studies", "", "studies folder for 3D Slicer / OHIF (MONAI Label's API): NIfTI, DICOM-series folders and PNG, labels in DIR/labels/<tag>/")
 	sessionExpiry := fs.Duration("session-expiry", d.SessionExpiry, "life of a MONAI Label session without access")
@@ -59,6 +60,9 @@ func runServe(args []string) error {
 		if v.val <= 0 {
 			return usageErrorf("--%s must be positive", v.name)
 		}
+	}
+	if *volTimeout <= 0 {
+		return usageErrorf("--volume-timeout must be positive")
 	}
 	if *timeout <= 0 {
 		return usageErrorf("--request-timeout must be positive")
@@ -87,6 +91,7 @@ func runServe(args []string) error {
 	cfg.MaxStoreBytes = *storeMB << 20
 	cfg.MaxConcurrentEncodes = *encodes
 	cfg.RequestTimeout = *timeout
+	cfg.VolumeTimeout = *volTimeout
 	cfg.DisablePrecompute = *noPrecompute
 	cfg.StudiesDir = *studies
 	cfg.SessionExpiry = *sessionExpiry
