@@ -197,8 +197,9 @@ func TestTinyViTFixtureParity(t *testing.T) {
 }
 
 // TestTinyViTSharedFixtureParity runs the full-size-layout TinyViT fixtures
-// (../shared/fixtures/{mobilesam_tiny,litemedsam_tiny}, 18 MB each, not in
-// the repository) when SEGSAM_TINYVIT_FIXTURES names their parent folder.
+// (the project's shared mobilesam_tiny/ and litemedsam_tiny/ fixture
+// folders, 18 MB each, not in the repository) when SEGSAM_TINYVIT_FIXTURES
+// names their parent folder.
 // The suite's own parity check is TestTinyViTFixtureParity.
 func TestTinyViTSharedFixtureParity(t *testing.T) {
 	root := os.Getenv("SEGSAM_TINYVIT_FIXTURES")

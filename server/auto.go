@@ -135,12 +135,8 @@ func (s *Server) handleSegmentAll(w http.ResponseWriter, r *http.Request) error 
 	if err := decodeJSON(w, r, s.cfg.MaxJSONBytes, &req); err != nil {
 		return err
 	}
-	switch req.Format {
-	case "":
-		req.Format = "png"
-	case "png", "rle":
-	default:
-		return httpErrorf(http.StatusBadRequest, "format %q: want \"png\" or \"rle\"", req.Format)
+	if req.Format, err = maskFormat(req.Format); err != nil {
+		return err
 	}
 	a, merge, err := s.automatic(&req)
 	if err != nil {

@@ -195,6 +195,17 @@ func (s *Server) prompt(req *PredictRequest, v view) (sam.Prompt, error) {
 	return pr, nil
 }
 
+// maskFormat checks a request's mask format: "png" (the default) or "rle".
+func maskFormat(f string) (string, error) {
+	switch f {
+	case "":
+		return "png", nil
+	case "png", "rle":
+		return f, nil
+	}
+	return "", httpErrorf(http.StatusBadRequest, "format %q: want \"png\" or \"rle\"", f)
+}
+
 func (s *Server) handlePredict(w http.ResponseWriter, r *http.Request) error {
 	start := time.Now()
 	img, err := s.image(r)
@@ -205,12 +216,8 @@ func (s *Server) handlePredict(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, s.cfg.MaxJSONBytes, &req); err != nil {
 		return err
 	}
-	switch req.Format {
-	case "":
-		req.Format = "png"
-	case "png", "rle":
-	default:
-		return httpErrorf(http.StatusBadRequest, "format %q: want \"png\" or \"rle\"", req.Format)
+	if req.Format, err = maskFormat(req.Format); err != nil {
+		return err
 	}
 	v, err := s.resolveView(img, req.Slice, req.Window)
 	if err != nil {
