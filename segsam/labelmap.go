@@ -3,6 +3,7 @@ package segsam
 import (
 	"context"
 	"fmt"
+	"image"
 	"sort"
 
 	"github.com/segsam/segsam/transform"
@@ -188,4 +189,26 @@ func (a *Automatic) SegmentImage(ctx context.Context, img transform.Image, merge
 		return nil, err
 	}
 	return &ImageLabels{LabelMap: MergeObjects(img.H, img.W, gen.Objects, a.Classes(), merge), Generated: gen}, nil
+}
+
+// LabelImage returns a label map [h*w] as a grey image of its values:
+// 8-bit when every value fits, else 16-bit (what viewers read as a label
+// PNG).
+func LabelImage(labels []uint16, h, w int) image.Image {
+	maxID := uint16(0)
+	for _, v := range labels {
+		maxID = max(maxID, v)
+	}
+	if maxID <= 255 {
+		g := image.NewGray(image.Rect(0, 0, w, h))
+		for i, v := range labels {
+			g.Pix[i] = uint8(v)
+		}
+		return g
+	}
+	g := image.NewGray16(image.Rect(0, 0, w, h))
+	for i, v := range labels {
+		g.Pix[2*i], g.Pix[2*i+1] = uint8(v>>8), uint8(v)
+	}
+	return g
 }

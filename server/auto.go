@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"image"
 	"image/png"
 	"net/http"
 	"os"
@@ -284,24 +283,7 @@ func (s *Server) segmentAllVolume(w http.ResponseWriter, r *http.Request, img *s
 // labelPNG encodes label IDs as an 8-bit grey PNG, or 16-bit when an ID
 // exceeds 255.
 func labelPNG(labels []uint16, h, w int) ([]byte, error) {
-	maxID := uint16(0)
-	for _, v := range labels {
-		maxID = max(maxID, v)
-	}
-	var img image.Image
-	if maxID <= 255 {
-		g := image.NewGray(image.Rect(0, 0, w, h))
-		for i, v := range labels {
-			g.Pix[i] = uint8(v)
-		}
-		img = g
-	} else {
-		g := image.NewGray16(image.Rect(0, 0, w, h))
-		for i, v := range labels {
-			g.Pix[2*i], g.Pix[2*i+1] = uint8(v>>8), uint8(v)
-		}
-		img = g
-	}
+	img := segsam.LabelImage(labels, h, w)
 	var buf bytes.Buffer
 	if err := png.Encode(&buf, img); err != nil {
 		return nil, fmt.Errorf("encode label map PNG: %w", err)

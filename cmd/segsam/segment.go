@@ -415,24 +415,7 @@ func labelAnchor(labels []uint16, w, id int) (int, int) {
 // writeLabelPNG writes a label map as a grey PNG of the label values
 // (8-bit when every value fits, else 16-bit).
 func writeLabelPNG(path string, labels []uint16, h, w int) error {
-	var img image.Image
-	maxID := uint16(0)
-	for _, v := range labels {
-		maxID = max(maxID, v)
-	}
-	if maxID <= 255 {
-		g := image.NewGray(image.Rect(0, 0, w, h))
-		for i, v := range labels {
-			g.Pix[i] = uint8(v)
-		}
-		img = g
-	} else {
-		g := image.NewGray16(image.Rect(0, 0, w, h))
-		for i, v := range labels {
-			g.Pix[2*i], g.Pix[2*i+1] = uint8(v>>8), uint8(v)
-		}
-		img = g
-	}
+	img := segsam.LabelImage(labels, h, w)
 	f, err := os.Create(path)
 	if err != nil {
 		return err
