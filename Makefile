@@ -30,7 +30,7 @@ vet:
 
 # Encoder and decoder timings with random weights (minutes: vit_b at 1024 is slow on 2 cores).
 bench: build
-	$(BIN) bench --arch sammed2d_vit_b,vit_b,litemedsam,mobilesam_vit_t --runs 3
+	$(BIN) bench --arch builtin,sammed2d_vit_b,vit_b,litemedsam,mobilesam_vit_t --runs 3
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -13,20 +13,22 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/segsam/segsam/internal/engine"
+	"github.com/segsam/segsam/models"
 	"github.com/segsam/segsam/sam"
+	"github.com/segsam/segsam/segsam"
 )
 
 func init() {
 	register(command{
 		name:    "bench",
-		summary: "time the image encoder and the mask decoder (random weights)",
+		summary: "time the image encoder and the decoders (random weights, or the built-in model)",
 		run:     runBench,
 	})
 }
 
 func runBench(args []string) error {
-	fs := newFlagSet("bench", "[--arch sammed2d_vit_b,vit_b,litemedsam,mobilesam_vit_t] [--runs N] [--batch N] [--prompts N]")
-	archs := fs.String("arch", "sammed2d_vit_b,vit_b,litemedsam,mobilesam_vit_t", "comma-separated presets to time")
+	fs := newFlagSet("bench", "[--arch builtin,sammed2d_vit_b,vit_b,litemedsam,mobilesam_vit_t] [--runs N] [--batch N] [--prompts N]")
+	archs := fs.String("arch", "builtin,sammed2d_vit_b,vit_b,litemedsam,mobilesam_vit_t", "comma-separated presets to time (random weights), or "+benchBuiltin+": the built-in SEG-SAM model with all its decoders (Dec_sag, Dec_saw, T2VSE)")
 	runs := fs.Int("runs", 3, "timed encoder runs after the first (compile) call")
 	batch := fs.Int("batch", 1, "images per encoder call")
 	prompts := fs.Int("prompts", 20, "timed decoder calls (one box each)")
@@ -42,11 +44,19 @@ func runBench(args []string) error {
 	}
 	var names []string
 	var cfgs []sam.Config
+	var builtin *segsam.Model
 	for _, arch := range strings.Split(*archs, ",") {
 		arch = strings.TrimSpace(arch)
+		if arch == benchBuiltin {
+			if builtin, err = models.Default(backend); err != nil {
+				return err
+			}
+			names, cfgs = append(names, arch), append(cfgs, builtin.SAM.Config)
+			continue
+		}
 		cfg, err := sam.Preset(arch)
 		if err != nil {
-			return usageErrorf("%v", err)
+			return usageErrorf("%v (or %s)", err, benchBuiltin)
 		}
 		names, cfgs = append(names, arch), append(cfgs, cfg)
 	}
@@ -54,9 +64,16 @@ func runBench(args []string) error {
 	tab := newBenchTable(os.Stdout, names, cfgs)
 	for i, arch := range names {
 		cfg := cfgs[i]
-		m, err := sam.NewModel(cfg, backend)
-		if err != nil {
-			return err
+		// p answers prompts with every decoder the model has.
+		var m *sam.Model
+		var p *segsam.Predictor
+		if arch == benchBuiltin {
+			m, p = builtin.SAM, segsam.NewPredictor(builtin)
+		} else {
+			if m, err = sam.NewModel(cfg, backend); err != nil {
+				return err
+			}
+			p = segsam.NewSAMPredictor(m)
 		}
 		s := cfg.ImageEncoder.ImgSize
 		input := tensors.FromFlatDataAndDimensions(make([]float32, *batch*3*s*s), *batch, 3, s, s)
@@ -82,8 +99,7 @@ func runBench(args []string) error {
 				return err
 			}
 		}
-		p := sam.NewPredictor(m)
-		if err := p.SetEmbedding(one, s, s); err != nil {
+		if err := p.SAM.SetEmbedding(one, s, s); err != nil {
 			return err
 		}
 		box := sam.Prompt{Boxes: []sam.Box{{float64(s) / 4, float64(s) / 4, float64(s) * 3 / 4, float64(s) * 3 / 4}}}
@@ -102,8 +118,26 @@ func runBench(args []string) error {
 			pred = append(pred, time.Since(t))
 			dec = append(dec, res.Decode)
 		}
+		// 16 boxes in one call (one compile first): how the decoders scale
+		// with the prompts of one image.
+		var many sam.Prompt
+		for k := 0; k < 16; k++ {
+			d := float64(k) * float64(s) / 64
+			many.Boxes = append(many.Boxes, sam.Box{d, d, float64(s)/2 + d, float64(s)/2 + d})
+		}
+		if _, err := p.Predict(many); err != nil {
+			return err
+		}
+		var dec16 []time.Duration
+		for i := 0; i < max(3, *prompts/4); i++ {
+			res, err := p.Predict(many)
+			if err != nil {
+				return err
+			}
+			dec16 = append(dec16, res.Decode)
+		}
 		tab.row(arch, fmt.Sprintf("%dx%d", s, s), fmt.Sprint(*batch),
-			round(first), round(encMed), round(encBest), round(decFirst), round(median(dec)), round(median(pred)), peakRSS())
+			round(first), round(encMed), round(encBest), round(decFirst), round(median(dec)), round(median(pred)), round(median(dec16)), peakRSS())
 	}
 	return nil
 }
@@ -142,7 +176,10 @@ type benchTable struct {
 }
 
 var benchColumns = []string{"model", "input", "batch", "encoder first call", "encoder median", "encoder best",
-	"decoder first call", "decoder median/prompt", "predict median/prompt", "peak RSS"}
+	"decoder first call", "decoder median/prompt", "predict median/prompt", "decoder 16 boxes/call", "peak RSS"}
+
+// benchBuiltin names the built-in model in --arch.
+const benchBuiltin = "builtin"
 
 func newBenchTable(w io.Writer, names []string, cfgs []sam.Config) *benchTable {
 	t := &benchTable{w: w, widths: make([]int, len(benchColumns))}
