@@ -115,16 +115,10 @@ func samConfig(name string, family Family, imgSize, embedDim, depth, heads int, 
 			NumHeads: heads, MLPRatio: 4, OutChans: promptDim, QKVBias: true,
 			UseAbsPos: true, UseRelPos: true, WindowSize: 14, GlobalAttnIndexes: global,
 		},
-		PromptEncoder: PromptEncoderConfig{
-			EmbedDim: promptDim, ImageEmbeddingSize: [2]int{grid, grid},
-			InputImageSize: [2]int{imgSize, imgSize}, MaskInChans: defaultMaskInDim,
-		},
-		MaskDecoder: MaskDecoderConfig{
-			TransformerDim: promptDim, NumMultimaskOutputs: 3, IoUHeadDepth: 3, IoUHeadHiddenDim: 256,
-			Transformer: TransformerConfig{Depth: 2, EmbeddingDim: promptDim, MLPDim: 2048, NumHeads: 8, AttentionDownsampleRate: 2},
-		},
-		PixelMean: samPixelMean,
-		PixelStd:  samPixelStd,
+		PromptEncoder: samPromptEncoder(promptDim, grid, imgSize),
+		MaskDecoder:   samMaskDecoder(promptDim),
+		PixelMean:     samPixelMean,
+		PixelStd:      samPixelStd,
 	}
 	if adapter {
 		c.ImageEncoder.Adapter = &AdapterConfig{MLPRatio: 0.25}
@@ -302,4 +296,22 @@ func (c Config) isGlobal(block int) bool {
 		}
 	}
 	return false
+}
+
+// samPromptEncoder is the official SAM prompt encoder of the released
+// models: promptDim channels for a grid×grid embedding of an imgSize input.
+func samPromptEncoder(promptDim, grid, imgSize int) PromptEncoderConfig {
+	return PromptEncoderConfig{
+		EmbedDim: promptDim, ImageEmbeddingSize: [2]int{grid, grid},
+		InputImageSize: [2]int{imgSize, imgSize}, MaskInChans: defaultMaskInDim,
+	}
+}
+
+// samMaskDecoder is the official SAM mask decoder of the released models
+// (two-way transformer of depth 2, 8 heads, MLP 2048, 3 multimask outputs).
+func samMaskDecoder(promptDim int) MaskDecoderConfig {
+	return MaskDecoderConfig{
+		TransformerDim: promptDim, NumMultimaskOutputs: 3, IoUHeadDepth: 3, IoUHeadHiddenDim: 256,
+		Transformer: TransformerConfig{Depth: 2, EmbeddingDim: promptDim, MLPDim: 2048, NumHeads: 8, AttentionDownsampleRate: 2},
+	}
 }

@@ -146,20 +146,14 @@ func tinyViTPreset(name string, family Family, imgSize, patchKernel int, dims, d
 	}
 	grid := t.Grid()
 	return Config{
-		Name:         name,
-		Family:       family,
-		ImageEncoder: ImageEncoderConfig{ImgSize: imgSize, InChans: 3, OutChans: promptDim},
-		TinyViT:      t,
-		PromptEncoder: PromptEncoderConfig{
-			EmbedDim: promptDim, ImageEmbeddingSize: [2]int{grid, grid},
-			InputImageSize: [2]int{imgSize, imgSize}, MaskInChans: defaultMaskInDim,
-		},
-		MaskDecoder: MaskDecoderConfig{
-			TransformerDim: promptDim, NumMultimaskOutputs: 3, IoUHeadDepth: 3, IoUHeadHiddenDim: 256,
-			Transformer: TransformerConfig{Depth: 2, EmbeddingDim: promptDim, MLPDim: 2048, NumHeads: 8, AttentionDownsampleRate: 2},
-		},
-		PixelMean: samPixelMean,
-		PixelStd:  samPixelStd,
+		Name:          name,
+		Family:        family,
+		ImageEncoder:  ImageEncoderConfig{ImgSize: imgSize, InChans: 3, OutChans: promptDim},
+		TinyViT:       t,
+		PromptEncoder: samPromptEncoder(promptDim, grid, imgSize),
+		MaskDecoder:   samMaskDecoder(promptDim),
+		PixelMean:     samPixelMean,
+		PixelStd:      samPixelStd,
 	}
 }
 
