@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -27,11 +28,12 @@ func init() {
 }
 
 func runBench(args []string) error {
-	fs := newFlagSet("bench", "[--arch builtin,sammed2d_vit_b,vit_b,litemedsam,mobilesam_vit_t] [--runs N] [--batch N] [--prompts N]")
+	fs := newFlagSet("bench", "[--arch builtin,sammed2d_vit_b,vit_b,litemedsam,mobilesam_vit_t] [--runs N] [--batch N] [--prompts N] [--cpuprofile FILE]")
 	archs := fs.String("arch", "builtin,sammed2d_vit_b,vit_b,litemedsam,mobilesam_vit_t", "comma-separated presets to time (random weights), or "+benchBuiltin+": the built-in SEG-SAM model with all its decoders (Dec_sag, Dec_saw, T2VSE)")
 	runs := fs.Int("runs", 3, "timed encoder runs after the first (compile) call")
 	batch := fs.Int("batch", 1, "images per encoder call")
 	prompts := fs.Int("prompts", 20, "timed decoder calls (one box each)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -41,6 +43,17 @@ func runBench(args []string) error {
 	backend, err := engine.Backend()
 	if err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cpu profile %s: %w", *cpuProfile, err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var names []string
 	var cfgs []sam.Config
