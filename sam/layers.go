@@ -245,6 +245,20 @@ func convTranspose2d(scope *model.Scope, x *Node, out, k, stride, pad int, bias 
 	}
 	weight := Param(scope, g, "weight", c, out, k, k) // [in, out, kh, kw]
 	r := k / stride
+	if r == 1 && pad == 0 {
+		// Kernel = stride (every SAM up-scaling layer): the patches do not
+		// overlap, so one product and a pixel shuffle do it. The weight is
+		// reordered (small) so the product comes out in the order the
+		// shuffle needs, with no copy of the large output in between.
+		wt := TransposeAllAxes(weight, 0, 2, 3, 1)  // [in, kh, kw, out]
+		y := Einsum("bijc,cpqo->bijpqo", x, wt)     // [B, H, W, k, k, out]
+		y = TransposeAllAxes(y, 0, 1, 3, 2, 4, 5)   // [B, H, k, W, k, out]
+		z := Reshape(y, b, h*stride, w*stride, out) // [B, s*H, s*W, out]
+		if bias {
+			z = Add(z, lastAxis(z, Param(scope, g, "bias", out)))
+		}
+		return z
+	}
 	// Each input pixel writes a k×k patch; split kernel offsets p = a*s + u.
 	y := Einsum("bijc,copq->bijpqo", x, weight)        // [B, H, W, k, k, out]
 	y = Reshape(y, b, h, w, r, stride, r, stride, out) // [B, H, W, a, u, a2, u2, out]
