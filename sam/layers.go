@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/ml/nn"
 )
 
 // This file holds the small building blocks shared by the components, written
@@ -74,6 +76,13 @@ func Linear(scope *model.Scope, x *Node, out int, bias bool) *Node {
 	g := x.Graph()
 	in := x.Shape().Dim(-1)
 	w := Param(scope, g, "weight", out, in) // [out, in]
+	if useFused(scope, g, in, out) {
+		var b *Node
+		if bias {
+			b = Param(scope, g, "bias", out)
+		}
+		return nn.Dense(x, w, b, compute.DenseLayoutOutputsInput) // [..., out]
+	}
 	lead := x.Shape().Dimensions[:x.Rank()-1]
 	y := Einsum("ni,oi->no", Reshape(x, -1, in), w) // [N, out]
 	y = Reshape(y, append(append([]int{}, lead...), out)...)
@@ -84,6 +93,24 @@ func Linear(scope *model.Scope, x *Node, out int, bias bool) *Node {
 	return y
 }
 
+// useFused tells whether Linear and LayerNorm use the backend's fused ops
+// (one op instead of five to seven, where the backend has them: GoMLX falls
+// back to the plain ops elsewhere): at inference only, so training's graphs
+// and gradients stay the plain, tested ones; and only when every width is a
+// multiple of 16, the SIMD width whose tails the plain path works around
+// (see lastAxis).
+func useFused(scope *model.Scope, g *Graph, widths ...int) bool {
+	if scope.IsTraining(g) {
+		return false
+	}
+	for _, w := range widths {
+		if w%16 != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // LayerNorm is torch.nn.LayerNorm over the last axis (biased variance).
 //
 //	x: [..., C] -> [..., C]
@@ -92,6 +119,9 @@ func LayerNorm(scope *model.Scope, x *Node, eps float64) *Node {
 	c := x.Shape().Dim(-1)
 	w := variable(scope, g, "weight", initOnes, true, c)
 	b := Param(scope, g, "bias", c)
+	if useFused(scope, g, c) {
+		return nn.LayerNorm(x, []int{x.Rank() - 1}, eps, w, b, nil)
+	}
 	mean := ReduceAndKeep(x, ReduceMean, -1)
 	centred := Sub(x, mean)
 	variance := ReduceAndKeep(Square(centred), ReduceMean, -1)
