@@ -56,13 +56,3 @@ func ClassPresence(scope *model.Scope, cfg Config, image, imagePE *Node) *Node {
 	bias := sam.Param(scope.At("co_heads"), g, "bias", k)
 	return Add(Einsum("bkc,kc->bk", co, w), ExpandLeftToRank(bias, 2)) // [I, K]
 }
-
-// perObject broadcasts a per-image tensor [1, ...] to the B objects; one
-// with B rows already is returned as it is.
-func perObject(x *Node, b int) *Node {
-	d := x.Shape().Dimensions
-	if d[0] == b {
-		return x
-	}
-	return BroadcastToDims(x, append([]int{b}, d[1:]...)...)
-}

@@ -39,9 +39,17 @@ func ForwardInContext(scope *model.Scope, cfg Config, emb *Node, ctx ImageContex
 	b := coords.Shape().Dim(0)
 	pe := scope.At("prompt_encoder")
 	sparse := sam.SparsePromptEmbeddings(pe, cfg.SAM, coords, labels) // t_p [B, N, C]
-	dense := sam.DensePromptEmbeddings(pe, cfg.SAM, g, mask, b)       // [B, C, g, g]
-	imagePE := ctx.PE                                                 // [1, C, g, g]
-	image := perObject(emb, b)                                        // [B, C, g, g]
+	// The image side stays batch 1 for the prompts of one image (emb [1,
+	// C, g, g], no mask prompt) until it meets the prompts: the decoders
+	// broadcast it there, so what depends on the image alone is computed
+	// once.
+	denseBatch := 1
+	if mask != nil {
+		denseBatch = b
+	}
+	dense := sam.DensePromptEmbeddings(pe, cfg.SAM, g, mask, denseBatch) // [B|1, C, g, g]
+	imagePE := ctx.PE                                                    // [1, C, g, g]
+	image := emb                                                         // [B|1, C, g, g]
 	sagSparse := sparse
 	if cfg.Parts.TextEnhancer {
 		text := TextEnhancer(scope.At("text_enhancer"), cfg, image, imagePE, sparse) // MLP(t'_text) [B, 1, C]
@@ -68,7 +76,7 @@ func ForwardInContext(scope *model.Scope, cfg Config, emb *Node, ctx ImageContex
 	if cfg.Parts.SemanticDecoder {
 		var presence *Node
 		if ctx.Presence != nil {
-			presence = perObject(ctx.Presence, b) // [B, K]
+			presence = sam.ToBatch(ctx.Presence, b) // [B, K]
 		}
 		out.Semantic = SemanticDecoder(scope.At("semantic_decoder"), cfg, image, imagePE, sparse, dense, presence)
 		if prior != nil {

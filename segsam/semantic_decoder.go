@@ -36,14 +36,17 @@ func SemanticDecoder(scope *model.Scope, cfg Config, image, imagePE, sparse, den
 	c := cfg.SAM.PromptEncoder.EmbedDim
 	k := cfg.NumClasses()
 	grid := cfg.SAM.TokenGrid()
-	b := dense.Shape().Dim(0)
+	b := max(dense.Shape().Dim(0), image.Shape().Dim(0)) // objects (image and dense may be shared: batch 1)
+	if sparse != nil {
+		b = max(b, sparse.Shape().Dim(0))
+	}
 	var out SemanticOutput
 
 	so := sam.Embedding(scope.At("so_token"), g, 1, c) // [1, C]
 	so = BroadcastToDims(InsertAxes(so, 0), b, 1, c)   // [B, 1, C]
 	if cfg.Parts.COTokens {
 		if presence == nil {
-			presence = ClassPresence(scope, cfg, image, imagePE)
+			presence = sam.ToBatch(ClassPresence(scope, cfg, image, imagePE), b)
 		}
 		out.Presence = presence // [B, K]
 		prior := sam.MLP(scope.At("presence_mlp"), Sigmoid(out.Presence), c, c, 2, false)
@@ -57,11 +60,8 @@ func SemanticDecoder(scope *model.Scope, cfg Config, image, imagePE, sparse, den
 	if sparse != nil {
 		tokens = append(tokens, sparse)
 	}
-	src := image
-	if src.Shape().Dim(0) != b {
-		src = BroadcastToDims(src, b, c, grid, grid)
-	}
-	src = Add(src, dense)
+	n := max(image.Shape().Dim(0), dense.Shape().Dim(0))
+	src := Add(sam.ToBatch(image, n), sam.ToBatch(dense, n)) // [B|1, C, g, g]
 	hs, keys := sam.TwoWayTransformer(scope.At("transformer"), t, src, imagePE, Concatenate(tokens, 1))
 	up := sam.Upscale(scope.At("output_upscaling"), Reshape(keys, b, grid, grid, c), c) // [B, 4g, 4g, C/8]
 	soOut := Squeeze(Slice(hs, AxisRange(), AxisElem(0), AxisRange()), 1)               // t'_so [B, C]
