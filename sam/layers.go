@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/model"
+	"github.com/gomlx/gomlx/ml/nn"
 )
 
 // This file holds the small building blocks shared by the components, written
@@ -74,6 +76,13 @@ func Linear(scope *model.Scope, x *Node, out int, bias bool) *Node {
 	g := x.Graph()
 	in := x.Shape().Dim(-1)
 	w := Param(scope, g, "weight", out, in) // [out, in]
+	if useFused(scope, g, in, out) {
+		var b *Node
+		if bias {
+			b = Param(scope, g, "bias", out)
+		}
+		return nn.Dense(x, w, b, compute.DenseLayoutOutputsInput) // [..., out]
+	}
 	lead := x.Shape().Dimensions[:x.Rank()-1]
 	y := Einsum("ni,oi->no", Reshape(x, -1, in), w) // [N, out]
 	y = Reshape(y, append(append([]int{}, lead...), out)...)
@@ -84,6 +93,24 @@ func Linear(scope *model.Scope, x *Node, out int, bias bool) *Node {
 	return y
 }
 
+// useFused tells whether Linear and LayerNorm use the backend's fused ops
+// (one op instead of five to seven, where the backend has them: GoMLX falls
+// back to the plain ops elsewhere): at inference only, so training's graphs
+// and gradients stay the plain, tested ones; and only when every width is a
+// multiple of 16, the SIMD width whose tails the plain path works around
+// (see lastAxis).
+func useFused(scope *model.Scope, g *Graph, widths ...int) bool {
+	if scope.IsTraining(g) {
+		return false
+	}
+	for _, w := range widths {
+		if w%16 != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // LayerNorm is torch.nn.LayerNorm over the last axis (biased variance).
 //
 //	x: [..., C] -> [..., C]
@@ -92,6 +119,9 @@ func LayerNorm(scope *model.Scope, x *Node, eps float64) *Node {
 	c := x.Shape().Dim(-1)
 	w := variable(scope, g, "weight", initOnes, true, c)
 	b := Param(scope, g, "bias", c)
+	if useFused(scope, g, c) {
+		return nn.LayerNorm(x, []int{x.Rank() - 1}, eps, w, b, nil)
+	}
 	mean := ReduceAndKeep(x, ReduceMean, -1)
 	centred := Sub(x, mean)
 	variance := ReduceAndKeep(Square(centred), ReduceMean, -1)
@@ -245,6 +275,20 @@ func convTranspose2d(scope *model.Scope, x *Node, out, k, stride, pad int, bias 
 	}
 	weight := Param(scope, g, "weight", c, out, k, k) // [in, out, kh, kw]
 	r := k / stride
+	if r == 1 && pad == 0 {
+		// Kernel = stride (every SAM up-scaling layer): the patches do not
+		// overlap, so one product and a pixel shuffle do it. The weight is
+		// reordered (small) so the product comes out in the order the
+		// shuffle needs, with no copy of the large output in between.
+		wt := TransposeAllAxes(weight, 0, 2, 3, 1)  // [in, kh, kw, out]
+		y := Einsum("bijc,cpqo->bijpqo", x, wt)     // [B, H, W, k, k, out]
+		y = TransposeAllAxes(y, 0, 1, 3, 2, 4, 5)   // [B, H, k, W, k, out]
+		z := Reshape(y, b, h*stride, w*stride, out) // [B, s*H, s*W, out]
+		if bias {
+			z = Add(z, lastAxis(z, Param(scope, g, "bias", out)))
+		}
+		return z
+	}
 	// Each input pixel writes a k×k patch; split kernel offsets p = a*s + u.
 	y := Einsum("bijc,copq->bijpqo", x, weight)        // [B, H, W, k, k, out]
 	y = Reshape(y, b, h, w, r, stride, r, stride, out) // [B, H, W, a, u, a2, u2, out]

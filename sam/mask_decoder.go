@@ -37,7 +37,11 @@ func MaskDecoderWithTokens(scope *model.Scope, cfg Config, image, imagePE, spars
 	d := cfg.MaskDecoder
 	c := d.TransformerDim
 	m := cfg.NumMaskTokens()
-	b := dense.Shape().Dim(0)
+	// Objects: the prompts' batch, the mask prompt's or the image's.
+	b := max(dense.Shape().Dim(0), image.Shape().Dim(0))
+	if sparse != nil {
+		b = max(b, sparse.Shape().Dim(0))
+	}
 
 	iouToken := Embedding(scope.At("iou_token"), g, 1, c)     // [1, C]
 	maskTokens := Embedding(scope.At("mask_tokens"), g, m, c) // [M, C]
@@ -51,11 +55,10 @@ func MaskDecoderWithTokens(scope *model.Scope, cfg Config, image, imagePE, spars
 	if sparse != nil {
 		tokens = Concatenate([]*Node{tokens, sparse}, 1) // [B, 1+M+N, C]
 	}
-	src := image
-	if src.Shape().Dim(0) != b {
-		src = BroadcastToDims(src, b, c, cfg.TokenGrid(), cfg.TokenGrid())
-	}
-	src = Add(src, dense)
+	// image + dense: batch 1 while both are the same for every object (no
+	// mask prompt), so the first block projects it once.
+	n := max(image.Shape().Dim(0), dense.Shape().Dim(0))
+	src := Add(ToBatch(image, n), ToBatch(dense, n)) // [B|1, C, g, g]
 	hs, keys := TwoWayTransformer(scope.At("transformer"), d.Transformer, src, imagePE, tokens)
 	out2 := decodeMasks(scope, cfg, hs, keys, 1, m)
 	if e > 0 {

@@ -289,10 +289,9 @@ func (m *Model) decoder(kind decoderKind) (*model.Exec, error) {
 		// prompt token: the exact equivalent of the official code's empty
 		// [B, 0, C] sparse embedding (concatenating it is a no-op), without
 		// a zero-length axis in the graph.
+		// no_mask_embed stays batch 1: MaskDecoder broadcasts it where the
+		// prompts meet it.
 		batch := 1
-		if sparse != nil {
-			batch = sparse.Shape().Dim(0)
-		}
 		if kind.mask {
 			mask = rest[0]
 			batch = mask.Shape().Dim(0)

@@ -8,15 +8,18 @@ import (
 )
 
 // Attention is the mask decoder's Attention: q/k/v projections to
-// dim/downsample, multi-head scaled dot product, output projection.
+// dim/downsample, multi-head scaled dot product, output projection. Each of
+// q, k, v may have batch 1 where it is the same for every object (the image
+// side before it meets the prompts): it is projected once, then broadcast.
 //
-//	q: [B, Nq, C], k, v: [B, Nk, C] -> [B, Nq, C]
+//	q: [B|1, Nq, C], k, v: [B|1, Nk, C] -> [B, Nq, C]
 func Attention(scope *model.Scope, q, k, v *Node, heads, downsample int) *Node {
 	c := q.Shape().Dim(-1)
 	internal := c / downsample
-	q = Linear(scope.At("q_proj"), q, internal, true)
-	k = Linear(scope.At("k_proj"), k, internal, true)
-	v = Linear(scope.At("v_proj"), v, internal, true)
+	b := max(q.Shape().Dim(0), k.Shape().Dim(0), v.Shape().Dim(0))
+	q = ToBatch(Linear(scope.At("q_proj"), q, internal, true), b)
+	k = ToBatch(Linear(scope.At("k_proj"), k, internal, true), b)
+	v = ToBatch(Linear(scope.At("v_proj"), v, internal, true), b)
 	split := func(x *Node) *Node { // [B, N, I] -> [B, heads, N, I/heads]
 		d := x.Shape().Dimensions
 		return TransposeAllAxes(Reshape(x, d[0], d[1], heads, internal/heads), 0, 2, 1, 3)
@@ -32,31 +35,43 @@ func Attention(scope *model.Scope, q, k, v *Node, heads, downsample int) *Node {
 
 // TwoWayTransformer is SAM's two-way transformer: tokens and image
 // embedding attend to each other in Depth blocks, then a final
-// token-to-image attention.
+// token-to-image attention. The image may have batch 1 for B objects of one
+// image: what is computed from it alone (its projections in the first
+// block) is computed once.
 //
-//	image, imagePE: [B, C, g, g], tokens: [B, N, C] -> tokens [B, N, C], image [B, g*g, C]
+//	image: [B|1, C, g, g], imagePE: [1, C, g, g], tokens: [B, N, C] -> tokens [B, N, C], image [B, g*g, C]
 func TwoWayTransformer(scope *model.Scope, t TransformerConfig, image, imagePE, tokens *Node) (queries, keys *Node) {
-	d := image.Shape().Dimensions
-	b, c := d[0], d[1]
+	c := image.Shape().Dim(1)
 	flat := func(x *Node) *Node { // [B, C, g, g] -> [B, g*g, C]
 		return TransposeAllAxes(Reshape(x, x.Shape().Dim(0), c, -1), 0, 2, 1)
 	}
-	keys = flat(image)
-	keyPE := flat(imagePE)
-	if keyPE.Shape().Dim(0) != b {
-		keyPE = BroadcastToDims(keyPE, b, keyPE.Shape().Dim(1), c)
-	}
+	keys = flat(image)     // [B|1, g*g, C]
+	keyPE := flat(imagePE) // [1, g*g, C]
 	queries = tokens
 	layers := scope.At("layers")
 	for i := 0; i < t.Depth; i++ {
 		queries, keys = twoWayBlock(layers.At("%d", i), t, queries, keys, tokens, keyPE, i == 0)
 	}
+	keys = ToBatch(keys, tokens.Shape().Dim(0)) // [B, g*g, C]
 	q := Add(queries, tokens)
-	k := Add(keys, keyPE)
+	k := addPE(keys, keyPE)
 	attnOut := Attention(scope.At("final_attn_token_to_image"), q, k, keys, t.NumHeads, t.AttentionDownsampleRate)
 	queries = LayerNorm(scope.At("norm_final_attn"), Add(queries, attnOut), DecoderNormEps)
 	return queries, keys
 }
+
+// ToBatch broadcasts x [1, ...] to [b, ...]; x with b rows already is
+// returned as it is.
+func ToBatch(x *Node, b int) *Node {
+	d := x.Shape().Dimensions
+	if d[0] == b {
+		return x
+	}
+	return BroadcastToDims(x, append([]int{b}, d[1:]...)...)
+}
+
+// addPE adds a positional encoding [1, N, C] to x [B, N, C].
+func addPE(x, pe *Node) *Node { return Add(x, ToBatch(pe, x.Shape().Dim(0))) }
 
 // twoWayBlock is TwoWayAttentionBlock: token self-attention, token-to-image
 // cross-attention, MLP (ReLU), image-to-token cross-attention, each followed by
@@ -72,7 +87,7 @@ func twoWayBlock(scope *model.Scope, t TransformerConfig, queries, keys, queryPE
 	queries = LayerNorm(scope.At("norm1"), queries, DecoderNormEps)
 
 	q := Add(queries, queryPE)
-	k := Add(keys, keyPE)
+	k := addPE(keys, keyPE)
 	queries = Add(queries, Attention(scope.At("cross_attn_token_to_image"), q, k, keys, t.NumHeads, t.AttentionDownsampleRate))
 	queries = LayerNorm(scope.At("norm2"), queries, DecoderNormEps)
 
@@ -80,8 +95,9 @@ func twoWayBlock(scope *model.Scope, t TransformerConfig, queries, keys, queryPE
 	queries = LayerNorm(scope.At("norm3"), queries, DecoderNormEps)
 
 	q = Add(queries, queryPE)
-	k = Add(keys, keyPE)
-	keys = Add(keys, Attention(scope.At("cross_attn_image_to_token"), k, q, queries, t.NumHeads, t.AttentionDownsampleRate))
+	k = addPE(keys, keyPE)
+	attn := Attention(scope.At("cross_attn_image_to_token"), k, q, queries, t.NumHeads, t.AttentionDownsampleRate) // [B, g*g, C]
+	keys = Add(ToBatch(keys, attn.Shape().Dim(0)), attn)
 	keys = LayerNorm(scope.At("norm4"), keys, DecoderNormEps)
 	return queries, keys
 }

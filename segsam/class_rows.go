@@ -43,6 +43,7 @@ func (m *Model) sameVocabulary(sd *checkpoint.StateDict) bool {
 // A checkpoint of the same vocabulary, or not a segsam checkpoint, changes
 // nothing.
 func (m *Model) CopyClassRows(sd *checkpoint.StateDict) (shared int, weights []string, err error) {
+	defer m.forgetCompiled() // graphs and image contexts of the old weights
 	src, err := ConfigOf(sd)
 	if err != nil || slices.Equal(src.Classes, m.Config.Classes) {
 		return 0, nil, nil

@@ -27,17 +27,29 @@ type Outputs struct {
 //	emb: [B, C, g, g] (or [1, C, g, g] shared), coords: [B, N, 2], labels: [B, N],
 //	mask: optional low-res mask prompt [B, 1, 4g, 4g] (nil: none)
 func Forward(scope *model.Scope, cfg Config, emb, coords, labels, mask *Node) Outputs {
+	return ForwardInContext(scope, cfg, emb, NewImageContext(scope, cfg, emb), coords, labels, mask)
+}
+
+// ForwardInContext is Forward with the image context already computed
+// (NewImageContext of emb: one per image, shared by all its prompts).
+//
+//	emb: [B, C, g, g] or [1, C, g, g]; ctx.Presence: [B, K] or [1, K]
+func ForwardInContext(scope *model.Scope, cfg Config, emb *Node, ctx ImageContext, coords, labels, mask *Node) Outputs {
 	g := emb.Graph()
 	b := coords.Shape().Dim(0)
 	pe := scope.At("prompt_encoder")
 	sparse := sam.SparsePromptEmbeddings(pe, cfg.SAM, coords, labels) // t_p [B, N, C]
-	dense := sam.DensePromptEmbeddings(pe, cfg.SAM, g, mask, b)       // [B, C, g, g]
-	imagePE := sam.DensePositionalEncoding(pe, cfg.SAM, g)            // [1, C, g, g]
-	image := emb
-	if image.Shape().Dim(0) != b {
-		d := image.Shape().Dimensions
-		image = BroadcastToDims(image, b, d[1], d[2], d[3])
+	// The image side stays batch 1 for the prompts of one image (emb [1,
+	// C, g, g], no mask prompt) until it meets the prompts: the decoders
+	// broadcast it there, so what depends on the image alone is computed
+	// once.
+	denseBatch := 1
+	if mask != nil {
+		denseBatch = b
 	}
+	dense := sam.DensePromptEmbeddings(pe, cfg.SAM, g, mask, denseBatch) // [B|1, C, g, g]
+	imagePE := ctx.PE                                                    // [1, C, g, g]
+	image := emb                                                         // [B|1, C, g, g]
 	sagSparse := sparse
 	if cfg.Parts.TextEnhancer {
 		text := TextEnhancer(scope.At("text_enhancer"), cfg, image, imagePE, sparse) // MLP(t'_text) [B, 1, C]
@@ -62,7 +74,11 @@ func Forward(scope *model.Scope, cfg Config, emb, coords, labels, mask *Node) Ou
 		out.ClassLogits = sam.Linear(scope.At("mask_decoder").At("class_head"), tok, cfg.NumClasses(), true)
 	}
 	if cfg.Parts.SemanticDecoder {
-		out.Semantic = SemanticDecoder(scope.At("semantic_decoder"), cfg, image, imagePE, sparse, dense)
+		var presence *Node
+		if ctx.Presence != nil {
+			presence = sam.ToBatch(ctx.Presence, b) // [B, K]
+		}
+		out.Semantic = SemanticDecoder(scope.At("semantic_decoder"), cfg, image, imagePE, sparse, dense, presence)
 		if prior != nil {
 			out.Semantic.Mask = addBoxPrior(scope.At("semantic_decoder"), out.Semantic.Mask, prior)
 		}

@@ -31,7 +31,22 @@ type Model struct {
 
 	mu    sync.Mutex
 	infer map[bool]*model.Exec // with / without a mask prompt
+	// context computes the image context (ImageContext) of an embedding;
+	// contexts caches it for the last embeddings Infer saw.
+	context  *model.Exec
+	contexts []imageContext
 }
+
+// imageContext is one cached ImageContext: the embedding it belongs to and
+// its tensors (PE, and the presence logits when the model has CO tokens).
+type imageContext struct {
+	emb *tensors.Tensor
+	ctx []*tensors.Tensor
+}
+
+// maxCachedContexts bounds the image contexts kept (a server answers
+// several images in turn; each context is a few hundred kB at most).
+const maxCachedContexts = 8
 
 // New returns a SEG-SAM model with no weights: every variable is initialised
 // on first use, from the store's random generator (seed it with Seed).
@@ -58,6 +73,7 @@ func (m *Model) Seed(seed int64) error { return m.SAM.Store.SetRNGStateFromSeed(
 // SetTextEmbeddings stores the class-description embeddings f_t used by T2VSE.
 // Their classes must be the model's vocabulary, in order.
 func (m *Model) SetTextEmbeddings(set textembed.Set) error {
+	defer m.forgetCompiled() // graphs and image contexts of the old weights
 	if err := set.Validate(); err != nil {
 		return err
 	}
@@ -67,12 +83,25 @@ func (m *Model) SetTextEmbeddings(set textembed.Set) error {
 	if set.Dim() != m.Config.TextDim {
 		return fmt.Errorf("text embeddings have dimension %d, the model expects %d", set.Dim(), m.Config.TextDim)
 	}
-	v, err := m.SAM.Store.CreateVariable(textEmbeddingsPath, tensors.FromFlatDataAndDimensions(set.Matrix(), len(set.Classes), set.Dim()))
+	v, err := setVariable(m.SAM.Store, textEmbeddingsPath, tensors.FromFlatDataAndDimensions(set.Matrix(), len(set.Classes), set.Dim()))
 	if err != nil {
 		return err
 	}
 	v.SetTrainable(false)
 	return nil
+}
+
+// setVariable gives the variable at path a value: a new variable, or a new
+// value for an existing one (the store's CreateVariable alone would keep an
+// existing variable's old value).
+func setVariable(store *model.Store, path string, value *tensors.Tensor) (*model.Variable, error) {
+	if v := store.GetVariable(path); v != nil {
+		if !v.Shape().Equal(value.Shape()) {
+			return nil, fmt.Errorf("%s has shape %s, the new value %s", path, v.Shape(), value.Shape())
+		}
+		return v, v.SetValue(value)
+	}
+	return store.CreateVariable(path, value)
 }
 
 // ExpectedVariables lists every weight of the configuration (state_dict-style
@@ -136,6 +165,7 @@ func (m *Model) Tensors() ([]*checkpoint.Tensor, error) {
 // as initialisation); otherwise every weight must be there. Either way an
 // unexpected or mis-shaped tensor is an error.
 func (m *Model) SetWeights(sd *checkpoint.StateDict, partial bool) error {
+	defer m.forgetCompiled() // graphs and image contexts of the old weights
 	expected, err := ExpectedVariables(m.Config)
 	if err != nil {
 		return err
@@ -153,7 +183,7 @@ func (m *Model) SetWeights(sd *checkpoint.StateDict, partial bool) error {
 		return fmt.Errorf("checkpoint does not fit the SEG-SAM configuration: %w", err)
 	}
 	for _, t := range sd.Tensors {
-		v, err := m.SAM.Store.CreateVariable(sam.KeyToPath(t.Name), tensors.FromFlatDataAndDimensions(t.Data, t.Shape...))
+		v, err := setVariable(m.SAM.Store, sam.KeyToPath(t.Name), tensors.FromFlatDataAndDimensions(t.Data, t.Shape...))
 		if err != nil {
 			return fmt.Errorf("set %s: %w", t.Name, err)
 		}
@@ -171,6 +201,7 @@ func (m *Model) SetWeights(sd *checkpoint.StateDict, partial bool) error {
 // from one with another vocabulary or other parts (e.g. the built-in model
 // retrained on more classes keeps its encoder and decoders).
 func (m *Model) SetWeightsMatching(sd *checkpoint.StateDict) (loaded int, skipped, missing []string, err error) {
+	defer m.forgetCompiled() // graphs and image contexts of the old weights
 	expected, err := ExpectedVariables(m.Config)
 	if err != nil {
 		return 0, nil, nil, err
@@ -187,14 +218,7 @@ func (m *Model) SetWeightsMatching(sd *checkpoint.StateDict) (loaded int, skippe
 			skipped = append(skipped, t.Name)
 			continue
 		}
-		value := tensors.FromFlatDataAndDimensions(t.Data, t.Shape...)
-		var err error
-		if v := m.SAM.Store.GetVariable(sam.KeyToPath(t.Name)); v != nil {
-			err = v.SetValue(value)
-		} else {
-			_, err = m.SAM.Store.CreateVariable(sam.KeyToPath(t.Name), value)
-		}
-		if err != nil {
+		if _, err := setVariable(m.SAM.Store, sam.KeyToPath(t.Name), tensors.FromFlatDataAndDimensions(t.Data, t.Shape...)); err != nil {
 			return 0, nil, nil, fmt.Errorf("set %s: %w", t.Name, err)
 		}
 		if sam.KeyToPath(t.Name) == textEmbeddingsPath {
@@ -225,6 +249,7 @@ var sawFromSag = [][2]string{
 // SAM-Med2D, whose decoder already segments), and returns how many tensors
 // it copied. Dec_sag's weights must have values.
 func (m *Model) InitSemanticFromBinary() (int, error) {
+	defer m.forgetCompiled() // graphs and image contexts of the old weights
 	if !m.Config.Parts.SemanticDecoder {
 		return 0, fmt.Errorf("the model has no semantic decoder (Dec_saw)")
 	}
@@ -254,13 +279,7 @@ func (m *Model) InitSemanticFromBinary() (int, error) {
 		return 0, fmt.Errorf("Dec_sag has no loaded weights to start Dec_saw from (give --init a SAM or SAM-Med2D checkpoint)")
 	}
 	for _, c := range copies {
-		var err error
-		if v := store.GetVariable(c.path); v != nil {
-			err = v.SetValue(c.t)
-		} else {
-			_, err = store.CreateVariable(c.path, c.t)
-		}
-		if err != nil {
+		if _, err := setVariable(store, c.path, c.t); err != nil {
 			return 0, fmt.Errorf("start %s from Dec_sag: %w", c.path, err)
 		}
 	}
@@ -275,47 +294,28 @@ type InferOutputs struct {
 	Semantic, ClassLogits, Presence *tensors.Tensor
 }
 
-// Infer runs Forward for inference on prompts already in the model-input
-// frame (see sam.Predictor.DecoderInputs).
+// Infer runs the decoders for inference on prompts already in the
+// model-input frame (see sam.Predictor.DecoderInputs). The image context
+// (positional encoding, CO tokens' presence) is computed once per embedding
+// and reused by every later call on the same embedding tensor.
 func (m *Model) Infer(in sam.DecoderInputs) (InferOutputs, error) {
 	if in.Coords == nil {
 		return InferOutputs{}, fmt.Errorf("segsam decoders: a point or box prompt is needed (a mask input alone or no prompt is not enough)")
 	}
+	ctx, err := m.imageContext(in.Embedding)
+	if err != nil {
+		return InferOutputs{}, fmt.Errorf("segsam decoders: %w", err)
+	}
 	withMask := in.Mask != nil
-	m.mu.Lock()
-	if m.infer == nil {
-		m.infer = map[bool]*model.Exec{}
+	exec, err := m.inferExec(withMask)
+	if err != nil {
+		return InferOutputs{}, fmt.Errorf("segsam decoders: %w", err)
 	}
-	exec := m.infer[withMask]
-	if exec == nil {
-		cfg := m.Config
-		var err error
-		exec, err = model.NewExec(m.SAM.Backend, m.SAM.Store, func(scope *model.Scope, in []*Node) []*Node {
-			var mask *Node
-			if withMask {
-				mask = in[3]
-			}
-			out := Forward(scope, cfg, in[0], in[1], in[2], mask)
-			outs := []*Node{out.Binary, out.IoU}
-			if cfg.Parts.SemanticDecoder {
-				outs = append(outs, out.Semantic.Mask)
-			}
-			if out.ClassLogits != nil {
-				outs = append(outs, out.ClassLogits)
-			}
-			if cfg.Parts.COTokens {
-				outs = append(outs, out.Semantic.Presence)
-			}
-			return outs
-		})
-		if err != nil {
-			m.mu.Unlock()
-			return InferOutputs{}, fmt.Errorf("segsam decoders: %w", err)
-		}
-		m.infer[withMask] = exec
-	}
-	m.mu.Unlock()
+	// Inputs: embedding, coords, labels, the context's tensors, the mask.
 	args := []any{in.Embedding, in.Coords, in.Labels}
+	for _, t := range ctx {
+		args = append(args, t)
+	}
 	if withMask {
 		args = append(args, in.Mask)
 	}
@@ -335,6 +335,101 @@ func (m *Model) Infer(in sam.DecoderInputs) (InferOutputs, error) {
 		res.Presence = rest[0]
 	}
 	return res, nil
+}
+
+// hasPresence tells whether the image context carries presence logits.
+func (m *Model) hasPresence() bool { return m.Config.Parts.SemanticDecoder && m.Config.Parts.COTokens }
+
+// inferExec returns (building it on first use) the decoders' graph with or
+// without a mask prompt.
+func (m *Model) inferExec(withMask bool) (*model.Exec, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if exec := m.infer[withMask]; exec != nil {
+		return exec, nil
+	}
+	cfg := m.Config
+	presence := m.hasPresence()
+	exec, err := model.NewExec(m.SAM.Backend, m.SAM.Store, func(scope *model.Scope, in []*Node) []*Node {
+		ctx := ImageContext{PE: in[3]}
+		next := 4
+		if presence {
+			ctx.Presence, next = in[4], 5
+		}
+		var mask *Node
+		if withMask {
+			mask = in[next]
+		}
+		out := ForwardInContext(scope, cfg, in[0], ctx, in[1], in[2], mask)
+		outs := []*Node{out.Binary, out.IoU}
+		if cfg.Parts.SemanticDecoder {
+			outs = append(outs, out.Semantic.Mask)
+		}
+		if out.ClassLogits != nil {
+			outs = append(outs, out.ClassLogits)
+		}
+		if cfg.Parts.COTokens {
+			outs = append(outs, out.Semantic.Presence)
+		}
+		return outs
+	})
+	if err != nil {
+		return nil, err
+	}
+	if m.infer == nil {
+		m.infer = map[bool]*model.Exec{}
+	}
+	m.infer[withMask] = exec
+	return exec, nil
+}
+
+// imageContext returns the image context's tensors of an embedding
+// [I, C, g, g]: PE [1, C, g, g] and, with CO tokens, presence [I, K];
+// computed on the first call for that tensor, then taken from the cache.
+func (m *Model) imageContext(emb *tensors.Tensor) ([]*tensors.Tensor, error) {
+	if emb == nil {
+		return nil, fmt.Errorf("no image embedding")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, c := range m.contexts {
+		if c.emb == emb {
+			// Most recent last.
+			m.contexts = append(append(m.contexts[:i:i], m.contexts[i+1:]...), c)
+			return c.ctx, nil
+		}
+	}
+	if m.context == nil {
+		cfg := m.Config
+		exec, err := model.NewExec(m.SAM.Backend, m.SAM.Store, func(scope *model.Scope, emb *Node) []*Node {
+			ctx := NewImageContext(scope, cfg, emb)
+			if ctx.Presence == nil {
+				return []*Node{ctx.PE}
+			}
+			return []*Node{ctx.PE, ctx.Presence}
+		})
+		if err != nil {
+			return nil, fmt.Errorf("image context: %w", err)
+		}
+		m.context = exec
+	}
+	ctx, err := m.context.Call(emb)
+	if err != nil {
+		return nil, fmt.Errorf("image context: %w", err)
+	}
+	if len(m.contexts) == maxCachedContexts {
+		m.contexts = m.contexts[1:]
+	}
+	m.contexts = append(m.contexts, imageContext{emb: emb, ctx: ctx})
+	return ctx, nil
+}
+
+// forgetCompiled drops the compiled decoder graphs (they hold the variables
+// they were built with) and the cached image contexts: the weights changed.
+func (m *Model) forgetCompiled() {
+	m.mu.Lock()
+	m.infer, m.context, m.contexts = nil, nil, nil
+	m.mu.Unlock()
 }
 
 // Describe is a one-line summary of the model.

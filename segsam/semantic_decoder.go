@@ -18,10 +18,9 @@ type SemanticOutput struct {
 // SemanticDecoder is Dec_saw, the semantic-aware decoder of §3.2.1, with its
 // own weights in SAM's decoder design (scope "semantic_decoder").
 //
-// Classification branch (eqs. 7-8): K classification-oriented tokens t_co,
-// one per class, self-attend, cross-attend to the image embedding (no
-// prompts), and a linear layer each gives the presence logit of its class;
-// an MLP of the K sigmoid scores is added to the segmentation token.
+// Classification branch (eqs. 7-8): the CO tokens' presence logits
+// (ClassPresence, computed once per image: presence); an MLP of the K
+// sigmoid scores is added to the segmentation token.
 //
 // Mask branch (eqs. 5-6): the segmentation-oriented token t_so and the prompt
 // tokens t_p (not Dec_sag's T2VSE-enhanced ones) go through a two-way
@@ -29,29 +28,27 @@ type SemanticOutput struct {
 // hypernetwork MLP dotted with the up-scaled image features, and the class
 // logits through a linear head.
 //
-//	image: [B, C, g, g], imagePE: [1, C, g, g], sparse: [B, N, C] or nil, dense: [B, C, g, g]
-func SemanticDecoder(scope *model.Scope, cfg Config, image, imagePE, sparse, dense *Node) SemanticOutput {
+//	image: [B, C, g, g], imagePE: [1, C, g, g], sparse: [B, N, C] or nil, dense: [B, C, g, g],
+//	presence: [B, K] (nil without CO tokens)
+func SemanticDecoder(scope *model.Scope, cfg Config, image, imagePE, sparse, dense, presence *Node) SemanticOutput {
 	g := image.Graph()
 	t := cfg.SAM.MaskDecoder.Transformer
 	c := cfg.SAM.PromptEncoder.EmbedDim
 	k := cfg.NumClasses()
 	grid := cfg.SAM.TokenGrid()
-	b := dense.Shape().Dim(0)
+	b := max(dense.Shape().Dim(0), image.Shape().Dim(0)) // objects (image and dense may be shared: batch 1)
+	if sparse != nil {
+		b = max(b, sparse.Shape().Dim(0))
+	}
 	var out SemanticOutput
 
 	so := sam.Embedding(scope.At("so_token"), g, 1, c) // [1, C]
 	so = BroadcastToDims(InsertAxes(so, 0), b, 1, c)   // [B, 1, C]
 	if cfg.Parts.COTokens {
-		co := InsertAxes(sam.Embedding(scope.At("co_tokens"), g, k, c), 0) // [1, K, C]
-		co = sam.LayerNorm(scope.At("co_norm1"), Add(co, sam.Attention(scope.At("co_self_attn"), co, co, co, t.NumHeads, 1)), sam.DecoderNormEps)
-		co = BroadcastToDims(co, b, k, c) // [B, K, C]
-		keys, keyPE := flatten(image), flatten(imagePE)
-		keyPE = BroadcastToDims(keyPE, b, keyPE.Shape().Dim(1), c)
-		attn := sam.Attention(scope.At("co_cross_attn"), co, Add(keys, keyPE), keys, t.NumHeads, t.AttentionDownsampleRate)
-		co = sam.LayerNorm(scope.At("co_norm2"), Add(co, attn), sam.DecoderNormEps) // t'_co [B, K, C]
-		w := sam.Param(scope.At("co_heads"), g, "weight", k, c)                     // one linear layer per token
-		bias := sam.Param(scope.At("co_heads"), g, "bias", k)
-		out.Presence = Add(Einsum("bkc,kc->bk", co, w), ExpandLeftToRank(bias, 2)) // [B, K]
+		if presence == nil {
+			presence = sam.ToBatch(ClassPresence(scope, cfg, image, imagePE), b)
+		}
+		out.Presence = presence // [B, K]
 		prior := sam.MLP(scope.At("presence_mlp"), Sigmoid(out.Presence), c, c, 2, false)
 		so = Add(so, InsertAxes(prior, 1))
 	}
@@ -63,11 +60,8 @@ func SemanticDecoder(scope *model.Scope, cfg Config, image, imagePE, sparse, den
 	if sparse != nil {
 		tokens = append(tokens, sparse)
 	}
-	src := image
-	if src.Shape().Dim(0) != b {
-		src = BroadcastToDims(src, b, c, grid, grid)
-	}
-	src = Add(src, dense)
+	n := max(image.Shape().Dim(0), dense.Shape().Dim(0))
+	src := Add(sam.ToBatch(image, n), sam.ToBatch(dense, n)) // [B|1, C, g, g]
 	hs, keys := sam.TwoWayTransformer(scope.At("transformer"), t, src, imagePE, Concatenate(tokens, 1))
 	up := sam.Upscale(scope.At("output_upscaling"), Reshape(keys, b, grid, grid, c), c) // [B, 4g, 4g, C/8]
 	soOut := Squeeze(Slice(hs, AxisRange(), AxisElem(0), AxisRange()), 1)               // t'_so [B, C]

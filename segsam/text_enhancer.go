@@ -23,6 +23,9 @@ func TextEnhancer(scope *model.Scope, cfg Config, image, imagePE, sparse *Node) 
 	c := cfg.SAM.PromptEncoder.EmbedDim
 	k := cfg.NumClasses()
 	b := image.Shape().Dim(0)
+	if sparse != nil {
+		b = max(b, sparse.Shape().Dim(0)) // the image may be shared: [1, C, g, g]
+	}
 
 	ft := sam.Param(scope, g, "text_embeddings", k, cfg.TextDim) // [K, D_text]
 	ft = sam.Linear(scope.At("text_proj"), ft, c, true)          // [K, C]
@@ -42,9 +45,9 @@ func TextEnhancer(scope *model.Scope, cfg Config, image, imagePE, sparse *Node) 
 			q = Concatenate([]*Node{q, sparse}, 1) // [B, K+1+N, C]
 		}
 	}
-	keys, keyPE := flatten(image), flatten(imagePE)
-	keyPE = BroadcastToDims(keyPE, b, keyPE.Shape().Dim(1), c)
-	attn := sam.Attention(scope.At("cross_attn"), q, Add(keys, keyPE), keys, t.NumHeads, t.AttentionDownsampleRate)
+	keys, keyPE := flatten(image), flatten(imagePE) // [B|1, g*g, C], [1, g*g, C]
+	keyPE = sam.ToBatch(keyPE, keys.Shape().Dim(0))
+	attn := sam.Attention(scope.At("cross_attn"), q, Add(keys, keyPE), keys, t.NumHeads, t.AttentionDownsampleRate) // [B, K+1+N, C]
 	q = sam.LayerNorm(scope.At("norm2"), Add(q, attn), sam.DecoderNormEps)
 	summaryOut := Slice(q, AxisRange(), AxisElem(k), AxisRange()) // [B, 1, C]
 	return sam.MLP(scope.At("mlp"), summaryOut, c, c, 2, false)   // [B, 1, C]

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/segsam/segsam/internal/engine"
+	"github.com/segsam/segsam/internal/torchbench"
 	"github.com/segsam/segsam/models"
 	"github.com/segsam/segsam/sam"
 	"github.com/segsam/segsam/segsam"
@@ -27,20 +31,43 @@ func init() {
 }
 
 func runBench(args []string) error {
-	fs := newFlagSet("bench", "[--arch builtin,sammed2d_vit_b,vit_b,litemedsam,mobilesam_vit_t] [--runs N] [--batch N] [--prompts N]")
+	fs := newFlagSet("bench", "[--arch builtin,sammed2d_vit_b,vit_b,litemedsam,mobilesam_vit_t] [--runs N] [--batch N] [--prompts N] [--cpuprofile FILE] [--torch-sam DIR] [--torch-sammed2d DIR] [--python PYTHON]")
 	archs := fs.String("arch", "builtin,sammed2d_vit_b,vit_b,litemedsam,mobilesam_vit_t", "comma-separated presets to time (random weights), or "+benchBuiltin+": the built-in SEG-SAM model with all its decoders (Dec_sag, Dec_saw, T2VSE)")
 	runs := fs.Int("runs", 3, "timed encoder runs after the first (compile) call")
 	batch := fs.Int("batch", 1, "images per encoder call")
 	prompts := fs.Int("prompts", 20, "timed decoder calls (one box each)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
+	torchSAM := fs.String("torch-sam", "", "also time the official PyTorch SAM code for vit_b/vit_l/vit_h: a checkout of facebookresearch/segment-anything (needs python3 with torch)")
+	torchMed := fs.String("torch-sammed2d", "", "also time the official PyTorch SAM-Med2D code for sammed2d_vit_b: a checkout of OpenGVLab/SAM-Med2D (needs python3 with torch)")
+	python := fs.String("python", "python3", "Python interpreter for --torch-sam / --torch-sammed2d")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *runs < 1 || *batch < 1 || *prompts < 1 {
 		return usageErrorf("--runs, --batch and --prompts must be positive")
 	}
+	for _, dir := range []string{*torchSAM, *torchMed} {
+		if dir == "" {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dir, "segment_anything")); err != nil {
+			return usageErrorf("%s holds no segment_anything package: give a checkout of the official repository", dir)
+		}
+	}
 	backend, err := engine.Backend()
 	if err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cpu profile %s: %w", *cpuProfile, err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var names []string
 	var cfgs []sam.Config
@@ -62,6 +89,7 @@ func runBench(args []string) error {
 	}
 	fmt.Printf("backend %s, GOMAXPROCS %d, %s/%s, %s\n", backend.Name(), runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH, buildSettings())
 	tab := newBenchTable(os.Stdout, names, cfgs)
+	var side []torchRow // PyTorch next to segsam, printed after the table
 	for i, arch := range names {
 		cfg := cfgs[i]
 		// p answers prompts with every decoder the model has.
@@ -138,8 +166,50 @@ func runBench(args []string) error {
 		}
 		tab.row(arch, fmt.Sprintf("%dx%d", s, s), fmt.Sprint(*batch),
 			round(first), round(encMed), round(encBest), round(decFirst), round(median(dec)), round(median(pred)), round(median(dec16)), peakRSS())
+		code := ""
+		switch arch {
+		case "sammed2d_vit_b":
+			code = *torchMed
+		case "vit_b", "vit_l", "vit_h":
+			code = *torchSAM
+		}
+		if code != "" && *batch == 1 {
+			r, err := torchbench.Run(context.Background(), torchbench.Options{Python: *python, Code: code, Arch: arch,
+				Runs: *runs, Prompts: *prompts, Threads: runtime.GOMAXPROCS(0)})
+			if err != nil {
+				return err
+			}
+			side = append(side, torchRow{arch: arch, torch: r, encoder: encMed, decoder: median(dec), decoder16: median(dec16)})
+		}
+	}
+	if len(side) > 0 {
+		printTorchRows(os.Stdout, side)
 	}
 	return nil
+}
+
+// torchRow is one model timed by segsam and by the official PyTorch code
+// in the same run.
+type torchRow struct {
+	arch                        string
+	torch                       torchbench.Result
+	encoder, decoder, decoder16 time.Duration
+}
+
+// printTorchRows prints segsam's medians next to PyTorch's, with the
+// ratios (segsam / PyTorch: below 1 is faster).
+func printTorchRows(w io.Writer, rows []torchRow) {
+	fmt.Fprintf(w, "\nofficial PyTorch code, same machine, same run (random weights; ratio = segsam / PyTorch)\n")
+	tab := &benchTable{w: w, widths: []int{14, 12, 16, 16, 7, 16, 16, 7, 16, 16, 7}}
+	tab.row("model", "torch", "segsam encoder", "torch encoder", "ratio", "segsam decoder", "torch decoder", "ratio", "segsam 16 boxes", "torch 16 boxes", "ratio")
+	ratio := func(a time.Duration, b float64) string { return fmt.Sprintf("%.2f", a.Seconds()/b) }
+	for _, r := range rows {
+		t := r.torch
+		tab.row(r.arch, fmt.Sprintf("%s/%dt", t.Torch, t.Threads),
+			round(r.encoder), round(torchbench.Dur(t.EncoderMedian)), ratio(r.encoder, t.EncoderMedian),
+			round(r.decoder), round(torchbench.Dur(t.Decoder)), ratio(r.decoder, t.Decoder),
+			round(r.decoder16), round(torchbench.Dur(t.Decoder16)), ratio(r.decoder16, t.Decoder16))
+	}
 }
 
 // buildSettings describes how the running binary was built, from its build
