@@ -25,13 +25,13 @@ func ImageEncoder(scope *model.Scope, cfg Config, image *Node) *Node {
 
 	// Patch embedding: Conv2d(k=s=patch) as a reshape + matrix product
 	// (GoMLX's even-kernel Convolve input gradient is wrong).
-	x := TransposeAllAxes(image, 0, 2, 3, 1)                                                         // [B, S, S, 3]
+	s := image.Shape().Dim(2)
+	x := Reshape(SwapLastAxes(Reshape(image, b, 3, s*s)), b, s, s, 3)                                // [B, S, S, 3]
 	x = conv2d(scope.At("patch_embed").At("proj"), x, e.EmbedDim, e.PatchSize, e.PatchSize, 0, true) // [B, g, g, C]
 	if e.UseAbsPos {
 		pos := Param(scope, g, "pos_embed", 1, grid, grid, e.EmbedDim) // [1, g, g, C]
 		x = Add(x, pos)
 	}
-	_ = b
 	blocks := scope.At("blocks")
 	for i := 0; i < e.Depth; i++ {
 		window := e.WindowSize
@@ -46,37 +46,44 @@ func ImageEncoder(scope *model.Scope, cfg Config, image *Node) *Node {
 // encoderBlock is one ViT Block: attention (windowed when window > 0) and
 // MLP with pre-norms; SAM-Med2D adds its adapter beside the MLP.
 //
+// SAM zero-pads norm1's output to a multiple of the window and runs the
+// whole attention (qkv, attention, proj) on the padded grid; the padded
+// tokens take part in attention (no mask) and are cropped after proj. Here
+// qkv runs on the real tokens only and the padded rows get qkv(0) = its
+// bias, which is exactly what the padded tokens' projection is; proj runs
+// after the crop (it is row-wise). Same result, without projecting the
+// padding (at 256 with window 14, 784 tokens become 256).
+//
 //	x: [B, H, W, C] -> [B, H, W, C]
 func encoderBlock(scope *model.Scope, cfg Config, x *Node, window int) *Node {
 	e := cfg.ImageEncoder
-	g := x.Graph()
 	dims := x.Shape().Dimensions
 	b, h, w, c := dims[0], dims[1], dims[2], dims[3]
 
 	shortcut := x
 	x = LayerNorm(scope.At("norm1"), x, encoderNormEps)
-	var padH, padW int
+	attn := scope.At("attn")
+	var qkv *Node
 	if window > 0 {
-		// Zero-pad bottom/right to a multiple of the window after norm1; the
-		// padded tokens take part in attention (no mask), as in SAM.
-		padH, padW = (window-h%window)%window, (window-w%window)%window
-		if padH > 0 || padW > 0 {
-			x = Pad(x, ScalarZero(g, x.DType()), PadAxis{}, PadAxis{End: padH}, PadAxis{End: padW}, PadAxis{})
-		}
+		padH, padW := (window-h%window)%window, (window-w%window)%window
 		hp, wp := h+padH, w+padW
-		x = Reshape(x, b, hp/window, window, wp/window, window, c) // [B, nh, ws, nw, ws, C]
-		x = TransposeAllAxes(x, 0, 1, 3, 2, 4, 5)                  // [B, nh, nw, ws, ws, C]
-		x = Reshape(x, -1, window, window, c)                      // [B*nW, ws, ws, C]
-	}
-	x = encoderAttention(scope.At("attn"), cfg, x)
-	if window > 0 {
-		hp, wp := h+padH, w+padW
-		x = Reshape(x, b, hp/window, wp/window, window, window, c) // [B, nh, nw, ws, ws, C]
-		x = TransposeAllAxes(x, 0, 1, 3, 2, 4, 5)                  // [B, nh, ws, nw, ws, C]
-		x = Reshape(x, b, hp, wp, c)
+		qkv = Linear(attn.At("qkv"), x, 3*c, false) // [B, H, W, 3C] without the bias
 		if padH > 0 || padW > 0 {
-			x = Slice(x, AxisRange(), AxisRange(0, h), AxisRange(0, w), AxisRange())
+			qkv = Pad(qkv, ScalarZero(x.Graph(), x.DType()), PadAxis{}, PadAxis{End: padH}, PadAxis{End: padW}, PadAxis{}) // [B, Hp, Wp, 3C]
 		}
+		if e.QKVBias {
+			bias := Param(attn.At("qkv"), x.Graph(), "bias", 3*c)
+			qkv = Add(qkv, lastAxis(qkv, bias))
+		}
+		qkv = windowPartition(qkv, window)          // [B*nW, ws, ws, 3C]
+		x = encoderAttentionCore(attn, cfg, qkv)    // [B*nW, ws, ws, C]
+		x = windowUnpartition(x, b, hp, wp, window) // [B, Hp, Wp, C]
+		if padH > 0 || padW > 0 {
+			x = Slice(x, AxisRange(), AxisRange(0, h), AxisRange(0, w), AxisRange()) // [B, H, W, C]
+		}
+		x = Linear(attn.At("proj"), x, c, true)
+	} else {
+		x = encoderAttention(attn, cfg, x)
 	}
 	x = Add(shortcut, x)
 	normed := LayerNorm(scope.At("norm2"), x, encoderNormEps)
@@ -88,22 +95,54 @@ func encoderBlock(scope *model.Scope, cfg Config, x *Node, window int) *Node {
 	return Add(x, mlpOut)
 }
 
+// windowPartition is SAM's window_partition without the padding (the grid
+// is a multiple of the window already).
+//
+//	x: [B, Hp, Wp, C] -> [B*nW, ws, ws, C]
+func windowPartition(x *Node, window int) *Node {
+	dims := x.Shape().Dimensions
+	b, hp, wp, c := dims[0], dims[1], dims[2], dims[3]
+	x = Reshape(x, b, hp/window, window, wp/window, window, c) // [B, nh, ws, nw, ws, C]
+	x = TransposeAllAxes(x, 0, 1, 3, 2, 4, 5)                  // [B, nh, nw, ws, ws, C]
+	return Reshape(x, -1, window, window, c)                   // [B*nW, ws, ws, C]
+}
+
+// windowUnpartition is SAM's window_unpartition without the crop.
+//
+//	x: [B*nW, ws, ws, C] -> [B, Hp, Wp, C]
+func windowUnpartition(x *Node, b, hp, wp, window int) *Node {
+	c := x.Shape().Dim(-1)
+	x = Reshape(x, b, hp/window, wp/window, window, window, c) // [B, nh, nw, ws, ws, C]
+	x = TransposeAllAxes(x, 0, 1, 3, 2, 4, 5)                  // [B, nh, ws, nw, ws, C]
+	return Reshape(x, b, hp, wp, c)
+}
+
 // encoderAttention is the encoder's multi-head attention with decomposed
-// relative position embeddings.
+// relative position embeddings: qkv, attention, proj.
 //
 //	x: [B, H, W, C] -> [B, H, W, C]
 func encoderAttention(scope *model.Scope, cfg Config, x *Node) *Node {
+	c := x.Shape().Dim(-1)
+	qkv := Linear(scope.At("qkv"), x, 3*c, cfg.ImageEncoder.QKVBias) // [B, H, W, 3C]
+	out := encoderAttentionCore(scope, cfg, qkv)                     // [B, H, W, C]
+	return Linear(scope.At("proj"), out, c, true)
+}
+
+// encoderAttentionCore is the attention between qkv and proj: heads,
+// scaled dot products plus the decomposed relative positions, softmax.
+//
+//	qkv: [B, H, W, 3C] -> [B, H, W, C]
+func encoderAttentionCore(scope *model.Scope, cfg Config, qkv *Node) *Node {
 	e := cfg.ImageEncoder
-	g := x.Graph()
-	dims := x.Shape().Dimensions
-	b, h, w, c := dims[0], dims[1], dims[2], dims[3]
+	g := qkv.Graph()
+	dims := qkv.Shape().Dimensions
+	b, h, w, c := dims[0], dims[1], dims[2], dims[3]/3
 	heads := e.NumHeads
 	hd := c / heads
 
-	qkv := Linear(scope.At("qkv"), x, 3*c, e.QKVBias) // [B, H, W, 3C]
-	qkv = Reshape(qkv, b, h*w, 3, heads, hd)          // split as (3, heads, head_dim)
-	qkv = TransposeAllAxes(qkv, 2, 0, 3, 1, 4)        // [3, B, heads, HW, hd]
-	q := Squeeze(Slice(qkv, AxisElem(0)), 0)          // [B, heads, HW, hd]
+	qkv = Reshape(qkv, b, h*w, 3, heads, hd)   // split as (3, heads, head_dim)
+	qkv = TransposeAllAxes(qkv, 2, 0, 3, 1, 4) // [3, B, heads, HW, hd]
+	q := Squeeze(Slice(qkv, AxisElem(0)), 0)   // [B, heads, HW, hd]
 	k := Squeeze(Slice(qkv, AxisElem(1)), 0)
 	v := Squeeze(Slice(qkv, AxisElem(2)), 0)
 
@@ -123,8 +162,7 @@ func encoderAttention(scope *model.Scope, cfg Config, x *Node) *Node {
 	attn = Softmax(attn, -1)
 	out := Einsum("bnqk,bnkd->bnqd", attn, v) // [B, heads, HW, hd]
 	out = TransposeAllAxes(out, 0, 2, 1, 3)   // [B, HW, heads, hd]
-	out = Reshape(out, b, h, w, c)
-	return Linear(scope.At("proj"), out, c, true)
+	return Reshape(out, b, h, w, c)
 }
 
 // relPosTable returns R[i, j, :] = table[i - j + k - 1] (SAM's get_rel_pos for
@@ -188,5 +226,6 @@ func neck(scope *model.Scope, cfg Config, x *Node) *Node {
 	x = LayerNorm(scope.At("1"), x, layerNorm2dEps)
 	x = conv2d(scope.At("2"), x, out, 3, 1, 1, false)
 	x = LayerNorm(scope.At("3"), x, layerNorm2dEps)
-	return TransposeAllAxes(x, 0, 3, 1, 2)
+	d := x.Shape().Dimensions                                                             // [B, g, g, out]
+	return Reshape(SwapLastAxes(Reshape(x, d[0], d[1]*d[2], out)), d[0], out, d[1], d[2]) // [B, out, g, g]
 }

@@ -75,22 +75,88 @@ func variable(scope *model.Scope, g *Graph, name string, kind initKind, trainabl
 func Linear(scope *model.Scope, x *Node, out int, bias bool) *Node {
 	g := x.Graph()
 	in := x.Shape().Dim(-1)
+	lead := x.Shape().Dimensions[:x.Rank()-1]
 	w := Param(scope, g, "weight", out, in) // [out, in]
-	if useFused(scope, g, in, out) {
+	rows := x.Shape().Size() / in
+	flat, padded := padProductRows(Reshape(x, rows, in), in*out) // [N', in]
+	var y *Node
+	if chunk := smallChunk(flat.Shape().Dim(0), in*out); chunk > 0 {
+		n := flat.Shape().Dim(0)
+		parts := make([]*Node, 0, n/chunk)
+		for r := 0; r < n; r += chunk {
+			parts = append(parts, Einsum("ni,oi->no", Slice(flat, AxisRange(r, r+chunk), AxisRange()), w))
+		}
+		y = Concatenate(parts, 0) // [N', out]
+		if bias {
+			y = Add(y, lastAxis(y, Param(scope, g, "bias", out)))
+		}
+	} else if useFused(scope, g, in, out) {
 		var b *Node
 		if bias {
 			b = Param(scope, g, "bias", out)
 		}
-		return nn.Dense(x, w, b, compute.DenseLayoutOutputsInput) // [..., out]
+		y = nn.Dense(flat, w, b, compute.DenseLayoutOutputsInput) // [N', out]
+	} else {
+		y = Einsum("ni,oi->no", flat, w) // [N', out]
+		if bias {
+			b := Param(scope, g, "bias", out)
+			y = Add(y, lastAxis(y, b))
+		}
 	}
-	lead := x.Shape().Dimensions[:x.Rank()-1]
-	y := Einsum("ni,oi->no", Reshape(x, -1, in), w) // [N, out]
-	y = Reshape(y, append(append([]int{}, lead...), out)...)
-	if bias {
-		b := Param(scope, g, "bias", out)
-		y = Add(y, lastAxis(y, b))
+	if padded {
+		y = Slice(y, AxisRange(0, rows), AxisRange()) // [N, out]
 	}
-	return y
+	return Reshape(y, append(append([]int{}, lead...), out)...)
+}
+
+// smallProduct is the size (multiply-adds) under which GoMLX's pure-Go
+// backend (compute v0.1.14, AVX-512) multiplies matrices with its "small"
+// kernel, whose 4×4 register tiles leave the last rows%4 rows to scalar Go
+// loops, about ten times slower. The decoders' token side has 7 rows per
+// prompt (1 IoU + 4 mask tokens + 2 box corners), so three of every seven
+// rows took the slow loops: most of a decoder call's time.
+const smallProduct = 4 << 20
+
+// swapProduct tells whether Linear computes (W·xᵀ)ᵀ instead of x·Wᵀ. For
+// products past smallProduct the pure-Go backend packs both operands into
+// panels; it packs its left operand with AVX-512 code but the right one, in
+// this layout, with a scalar loop (about 1.5 ns a value). x·Wᵀ packs the
+// whole weight on every call; W·xᵀ packs x and adds a transpose of the
+// product, which is less work whenever N·(in+out) < in·out (the decoders'
+// tokens, the ViT encoder at 256).
+func swapProduct(rows, in, out int) bool {
+	return rows*in*out >= smallProduct && rows*(in+out) < in*out
+}
+
+// smallChunk returns the rows per product when a few rows (at most 32)
+// would make a product just past smallProduct: the large kernel packs the
+// whole weight for them, so a few small products of 4k rows are faster.
+// 0 means one product.
+func smallChunk(rows, perRow int) int {
+	if rows > 32 || rows*perRow < smallProduct {
+		return 0
+	}
+	for c := rows / 2; c >= 4; c-- {
+		if c%4 == 0 && rows%c == 0 && c*perRow < smallProduct {
+			return c
+		}
+	}
+	return 0
+}
+
+// padProductRows pads x's rows with zeros to a multiple of 4 when a product
+// of x [N, K] with a weight of perRow multiply-adds per row would take the
+// small kernel; the caller slices the product back to N rows. Zero rows
+// change no real row, on any backend.
+//
+//	x: [N, K] -> [N', K], N' = N rounded up to a multiple of 4
+func padProductRows(x *Node, perRow int) (*Node, bool) {
+	n := x.Shape().Dim(0)
+	if n%4 == 0 || n*perRow >= smallProduct {
+		return x, false
+	}
+	x = Pad(x, ScalarZero(x.Graph(), x.DType()), PadAxis{End: 4 - n%4}, PadAxis{})
+	return x, true
 }
 
 // useFused tells whether Linear and LayerNorm use the backend's fused ops
@@ -254,11 +320,46 @@ func conv2dWeight(x, weight *Node, stride, pad int) *Node {
 					AxisRange()))
 			}
 		}
-		cols := Reshape(Stack(patches, 3), b, oh, ow, k*k*c)              // [B, oh, ow, kh*kw*C]
-		kern := Reshape(TransposeAllAxes(weight, 0, 2, 3, 1), out, k*k*c) // [out, kh*kw*C]
+		// The products need the patches and the kernel in one tap order.
+		// Reordering costs a generic transpose (the channels move), so the
+		// smaller of the two is reordered: the kernel when there are more
+		// output positions than output channels, else the patches (SAM-Med2D's
+		// adapter: 64 positions, 768 channels: 0.4 M values instead of 5.3 M).
+		cols := Stack(patches, 3) // [B, oh, ow, kh*kw, C]
+		var kern *Node
+		if b*oh*ow < out {
+			cols = Reshape(SwapLastAxes(cols), b, oh, ow, c*k*k) // [B, oh, ow, C*kh*kw]
+			kern = Reshape(weight, out, c*k*k)                   // [out, C*kh*kw]
+		} else {
+			cols = Reshape(cols, b, oh, ow, k*k*c)                                 // [B, oh, ow, kh*kw*C]
+			kern = Reshape(SwapLastAxes(Reshape(weight, out, c, k*k)), out, k*k*c) // [out, kh*kw*C]
+		}
 		y = Einsum("bhwk,ok->bhwo", cols, kern)
 	}
 	return y
+}
+
+// SwapLastAxes swaps the last two axes. It is TransposeAllAxes written so
+// that GoMLX's pure-Go backend takes one of its fast paths (the tiled 2D
+// transpose for one matrix, its [0 2 1 3] row copy for a batch of them)
+// instead of the generic per-value iterator it uses when the last axis
+// moves (about 7 ns a value: SAM-Med2D's adapter kernels alone spent
+// 0.4 s of a 1.3 s encoder call there).
+//
+//	x: [..., a, b] -> [..., b, a]
+func SwapLastAxes(x *Node) *Node {
+	dims := x.Shape().Dimensions
+	r := len(dims)
+	a, b := dims[r-2], dims[r-1]
+	lead := 1
+	for _, d := range dims[:r-2] {
+		lead *= d
+	}
+	outDims := append(append([]int{}, dims[:r-2]...), b, a)
+	if lead == 1 {
+		return Reshape(TransposeAllAxes(Reshape(x, a, b), 1, 0), outDims...)
+	}
+	return Reshape(TransposeAllAxes(Reshape(x, lead, a, b, 1), 0, 2, 1, 3), outDims...)
 }
 
 // convTranspose2d is torch.nn.ConvTranspose2d on a channels-last input, with
@@ -280,18 +381,19 @@ func convTranspose2d(scope *model.Scope, x *Node, out, k, stride, pad int, bias 
 		// overlap, so one product and a pixel shuffle do it. The weight is
 		// reordered (small) so the product comes out in the order the
 		// shuffle needs, with no copy of the large output in between.
-		wt := TransposeAllAxes(weight, 0, 2, 3, 1)  // [in, kh, kw, out]
-		y := Einsum("bijc,cpqo->bijpqo", x, wt)     // [B, H, W, k, k, out]
-		y = TransposeAllAxes(y, 0, 1, 3, 2, 4, 5)   // [B, H, k, W, k, out]
-		z := Reshape(y, b, h*stride, w*stride, out) // [B, s*H, s*W, out]
+		wt := Reshape(SwapLastAxes(Reshape(weight, c, out, k*k)), c, k, k, out) // [in, kh, kw, out]
+		y := Einsum("bijc,cpqo->bijpqo", x, wt)                                 // [B, H, W, k, k, out]
+		y = TransposeAllAxes(y, 0, 1, 3, 2, 4, 5)                               // [B, H, k, W, k, out]
+		z := Reshape(y, b, h*stride, w*stride, out)                             // [B, s*H, s*W, out]
 		if bias {
 			z = Add(z, lastAxis(z, Param(scope, g, "bias", out)))
 		}
 		return z
 	}
 	// Each input pixel writes a k×k patch; split kernel offsets p = a*s + u.
-	y := Einsum("bijc,copq->bijpqo", x, weight)        // [B, H, W, k, k, out]
-	y = Reshape(y, b, h, w, r, stride, r, stride, out) // [B, H, W, a, u, a2, u2, out]
+	y := Einsum("bijc,copq->bijopq", x, weight)                                  // [B, H, W, out, k, k]
+	y = Reshape(SwapLastAxes(Reshape(y, b, h, w, out, k*k)), b, h, w, k, k, out) // [B, H, W, k, k, out]
+	y = Reshape(y, b, h, w, r, stride, r, stride, out)                           // [B, H, W, a, u, a2, u2, out]
 	var z *Node
 	for a := 0; a < r; a++ {
 		for a2 := 0; a2 < r; a2++ {

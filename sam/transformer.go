@@ -43,7 +43,7 @@ func Attention(scope *model.Scope, q, k, v *Node, heads, downsample int) *Node {
 func TwoWayTransformer(scope *model.Scope, t TransformerConfig, image, imagePE, tokens *Node) (queries, keys *Node) {
 	c := image.Shape().Dim(1)
 	flat := func(x *Node) *Node { // [B, C, g, g] -> [B, g*g, C]
-		return TransposeAllAxes(Reshape(x, x.Shape().Dim(0), c, -1), 0, 2, 1)
+		return SwapLastAxes(Reshape(x, x.Shape().Dim(0), c, -1))
 	}
 	keys = flat(image)     // [B|1, g*g, C]
 	keyPE := flat(imagePE) // [1, g*g, C]

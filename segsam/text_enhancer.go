@@ -58,5 +58,5 @@ func TextEnhancer(scope *model.Scope, cfg Config, image, imagePE, sparse *Node) 
 //	[B, C, h, w] -> [B, h*w, C]
 func flatten(x *Node) *Node {
 	d := x.Shape().Dimensions
-	return TransposeAllAxes(Reshape(x, d[0], d[1], d[2]*d[3]), 0, 2, 1)
+	return sam.SwapLastAxes(Reshape(x, d[0], d[1], d[2]*d[3]))
 }
