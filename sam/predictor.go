@@ -174,6 +174,22 @@ func (p *Predictor) Size() (h, w int) { return p.origH, p.origW }
 // predict() with no argument, it decodes with no sparse prompt token and
 // the no_mask_embed dense embedding (see Prompt.Empty).
 func (m *Model) ValidatePrompt(pr Prompt, h, w int) error {
+	if err := ValidatePromptGeometry(pr, h, w); err != nil {
+		return err
+	}
+	if pr.MaskInput != nil {
+		n := m.Config.LowResSize()
+		if len(pr.MaskInput) != n*n {
+			return fmt.Errorf("mask input has %d values, want %dx%d", len(pr.MaskInput), n, n)
+		}
+	}
+	return nil
+}
+
+// ValidatePromptGeometry is the part of ValidatePrompt that needs no model:
+// points and boxes inside the h×w image, point labels, box corners in order.
+// Callers check it before loading a checkpoint, so a bad prompt fails at once.
+func ValidatePromptGeometry(pr Prompt, h, w int) error {
 	inside := func(x, y float64) bool {
 		return !math.IsNaN(x) && !math.IsNaN(y) && x >= 0 && y >= 0 && x <= float64(w) && y <= float64(h)
 	}
@@ -191,12 +207,6 @@ func (m *Model) ValidatePrompt(pr Prompt, h, w int) error {
 		}
 		if b[0] > b[2] || b[1] > b[3] {
 			return fmt.Errorf("box %d %v: want x0 <= x1 and y0 <= y1", i, b)
-		}
-	}
-	if pr.MaskInput != nil {
-		n := m.Config.LowResSize()
-		if len(pr.MaskInput) != n*n {
-			return fmt.Errorf("mask input has %d values, want %dx%d", len(pr.MaskInput), n, n)
 		}
 	}
 	return nil

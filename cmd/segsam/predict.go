@@ -111,6 +111,11 @@ func runPredict(args []string) error {
 		}
 		pr.MaskInput = a.Float32()
 	}
+	// Points and boxes need only the image: check them before the (slow)
+	// checkpoint load.
+	if err := sam.ValidatePromptGeometry(pr, img.H, img.W); err != nil {
+		return usageErrorf("%v (%s)", err, coordinateRule)
+	}
 	start := time.Now()
 	p, err := mf.load()
 	if err != nil {
@@ -121,7 +126,7 @@ func runPredict(args []string) error {
 	if p.Model != nil && len(points)+len(boxes) == 0 {
 		return usageErrorf("a SEG-SAM checkpoint needs a --point or a --box (--mask-input alone or no prompt works with plain SAM / SAM-Med2D checkpoints)")
 	}
-	// Check the prompt before the (slow) encoder runs.
+	// The mask input's size needs the model: before the (slow) encoder runs.
 	if err := m.ValidatePrompt(pr, img.H, img.W); err != nil {
 		return usageErrorf("%v (%s)", err, coordinateRule)
 	}

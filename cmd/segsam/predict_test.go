@@ -150,6 +150,8 @@ func TestPredictErrors(t *testing.T) {
 		{"unknown format names volumes", []string{"--checkpoint", ckpt, "--config", cfg, "--image", notImage, "--point", "5,5"}, 1, "NIfTI .nii/.nii.gz or DICOM, with --slice"},
 		{"slice of a 2-D image", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--slice", "axial:3", "--point", "5,5"}, 2, "--slice is for volumes (NIfTI, DICOM)"},
 		{"box outside", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--box", "-1,0,20,20"}, 2, "outside"},
+		// Checked before the checkpoint is read: the prompt's error, not the file's.
+		{"box outside, before loading", []string{"--checkpoint", truncated, "--config", cfg, "--image", img, "--box", "0,0,200,20"}, 2, "box 0 [0 0 200 20] is outside the 140x100 image"},
 		{"inverted box", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--box", "50,50,20,20"}, 2, "x0 <= x1"},
 		{"bad label", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--point", "5,5,2"}, 2, "label must be 1"},
 		{"malformed point", []string{"--checkpoint", ckpt, "--config", cfg, "--image", img, "--point", "5;5"}, 2, "want X,Y"},
