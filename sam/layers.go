@@ -117,17 +117,6 @@ func Linear(scope *model.Scope, x *Node, out int, bias bool) *Node {
 // rows took the slow loops: most of a decoder call's time.
 const smallProduct = 4 << 20
 
-// swapProduct tells whether Linear computes (W·xᵀ)ᵀ instead of x·Wᵀ. For
-// products past smallProduct the pure-Go backend packs both operands into
-// panels; it packs its left operand with AVX-512 code but the right one, in
-// this layout, with a scalar loop (about 1.5 ns a value). x·Wᵀ packs the
-// whole weight on every call; W·xᵀ packs x and adds a transpose of the
-// product, which is less work whenever N·(in+out) < in·out (the decoders'
-// tokens, the ViT encoder at 256).
-func swapProduct(rows, in, out int) bool {
-	return rows*in*out >= smallProduct && rows*(in+out) < in*out
-}
-
 // smallChunk returns the rows per product when a few rows (at most 32)
 // would make a product just past smallProduct: the large kernel packs the
 // whole weight for them, so a few small products of 4k rows are faster.
