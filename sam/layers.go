@@ -69,6 +69,24 @@ func variable(scope *model.Scope, g *Graph, name string, kind initKind, trainabl
 	return v.NodeValue(g)
 }
 
+// DeclareLinear creates Linear's variables (weight [out, in], bias [out])
+// without using them, so that a graph that computes a layer's parts out of
+// their usual order still creates a new model's variables in that order (a
+// new variable's initial value is the next draw of the store's generator).
+func DeclareLinear(scope *model.Scope, g *Graph, in, out int, bias bool) {
+	Param(scope, g, "weight", out, in)
+	if bias {
+		Param(scope, g, "bias", out)
+	}
+}
+
+// DeclareLayerNorm creates LayerNorm's variables (weight, bias [c]) without
+// using them (see DeclareLinear).
+func DeclareLayerNorm(scope *model.Scope, g *Graph, c int) {
+	variable(scope, g, "weight", initOnes, true, c)
+	Param(scope, g, "bias", c)
+}
+
 // Linear is torch.nn.Linear: y = x·Wᵀ + b with W stored [out, in].
 //
 //	x: [..., in] -> [..., out]

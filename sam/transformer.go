@@ -16,10 +16,61 @@ import (
 func Attention(scope *model.Scope, q, k, v *Node, heads, downsample int) *Node {
 	c := q.Shape().Dim(-1)
 	internal := c / downsample
-	b := max(q.Shape().Dim(0), k.Shape().Dim(0), v.Shape().Dim(0))
-	q = ToBatch(Linear(scope.At("q_proj"), q, internal, true), b)
-	k = ToBatch(Linear(scope.At("k_proj"), k, internal, true), b)
-	v = ToBatch(Linear(scope.At("v_proj"), v, internal, true), b)
+	qp := Linear(scope.At("q_proj"), q, internal, true) // [B|1, Nq, I] (created first, as ever: a new model's initial weights stay what they were)
+	return attentionKV(scope, qp, []KV{ProjectKV(scope, k, v, internal)}, c, heads)
+}
+
+// KV are an attention's keys and values after its k_proj and v_proj: what
+// Attention computes from k and v alone, so that a caller can compute it
+// once (per image, per model) and reuse it for every query.
+type KV struct {
+	K, V *Node // [B|1, N, I]
+}
+
+// ProjectKV projects keys k and values v with scope's k_proj and v_proj to
+// the attention's internal width.
+//
+//	k, v: [B|1, N, C] -> [B|1, N, internal] each
+func ProjectKV(scope *model.Scope, k, v *Node, internal int) KV {
+	return KV{K: Linear(scope.At("k_proj"), k, internal, true), V: Linear(scope.At("v_proj"), v, internal, true)}
+}
+
+// AttentionKV is Attention on keys and values already projected
+// (ProjectKV), given in parts along the token axis: the result equals
+// Attention with keys and values the concatenation of the parts. A part
+// with batch 1 is broadcast to the others' batch after its projection.
+//
+//	q: [B|1, Nq, C], kv[i]: [B|1, N_i, I] -> [B, Nq, C]
+func AttentionKV(scope *model.Scope, q *Node, kv []KV, heads int) *Node {
+	c := q.Shape().Dim(-1)
+	return attentionKV(scope, Linear(scope.At("q_proj"), q, kv[0].K.Shape().Dim(-1), true), kv, c, heads)
+}
+
+// attentionKV is AttentionKV with q projected: qp [B|1, Nq, I].
+func attentionKV(scope *model.Scope, qp *Node, kv []KV, c, heads int) *Node {
+	b := qp.Shape().Dim(0)
+	for _, p := range kv {
+		b = max(b, p.K.Shape().Dim(0), p.V.Shape().Dim(0))
+	}
+	q := ToBatch(qp, b) // [B, Nq, I]
+	ks := make([]*Node, len(kv))
+	vs := make([]*Node, len(kv))
+	for i, p := range kv {
+		ks[i], vs[i] = ToBatch(p.K, b), ToBatch(p.V, b) // [B, N_i, I]
+	}
+	k, v := ks[0], vs[0]
+	if len(kv) > 1 {
+		k, v = Concatenate(ks, 1), Concatenate(vs, 1) // [B, ΣN_i, I]
+	}
+	return attentionCore(scope, q, k, v, c, heads)
+}
+
+// attentionCore is the multi-head scaled dot product and the output
+// projection of projected q, k, v.
+//
+//	q: [B, Nq, I], k, v: [B, Nk, I] -> [B, Nq, C]
+func attentionCore(scope *model.Scope, q, k, v *Node, c, heads int) *Node {
+	internal := q.Shape().Dim(-1)
 	split := func(x *Node) *Node { // [B, N, I] -> [B, heads, N, I/heads]
 		d := x.Shape().Dimensions
 		return TransposeAllAxes(Reshape(x, d[0], d[1], heads, internal/heads), 0, 2, 1, 3)

@@ -27,11 +27,12 @@ type Outputs struct {
 //	emb: [B, C, g, g] (or [1, C, g, g] shared), coords: [B, N, 2], labels: [B, N],
 //	mask: optional low-res mask prompt [B, 1, 4g, 4g] (nil: none)
 func Forward(scope *model.Scope, cfg Config, emb, coords, labels, mask *Node) Outputs {
-	return ForwardInContext(scope, cfg, emb, NewImageContext(scope, cfg, emb), coords, labels, mask)
+	return ForwardInContext(scope, cfg, emb, newImageContext(scope, cfg, emb, false), coords, labels, mask)
 }
 
 // ForwardInContext is Forward with the image context already computed
-// (NewImageContext of emb: one per image, shared by all its prompts).
+// (NewImageContext of emb: one per image, shared by all its prompts; a
+// context without T2VSE's part has it computed here).
 //
 //	emb: [B, C, g, g] or [1, C, g, g]; ctx.Presence: [B, K] or [1, K]
 func ForwardInContext(scope *model.Scope, cfg Config, emb *Node, ctx ImageContext, coords, labels, mask *Node) Outputs {
@@ -52,8 +53,13 @@ func ForwardInContext(scope *model.Scope, cfg Config, emb *Node, ctx ImageContex
 	image := emb                                                         // [B|1, C, g, g]
 	sagSparse := sparse
 	if cfg.Parts.TextEnhancer {
-		text := TextEnhancer(scope.At("text_enhancer"), cfg, image, imagePE, sparse) // MLP(t'_text) [B, 1, C]
-		sagSparse = Concatenate([]*Node{sparse, text}, 1)                            // t'_p
+		tc := ctx.Text
+		if tc == nil {
+			c := NewTextContext(scope.At("text_enhancer"), cfg, image, imagePE)
+			tc = &c
+		}
+		text := TextEnhancerInContext(scope.At("text_enhancer"), cfg, *tc, sparse) // MLP(t'_text) [B, 1, C]
+		sagSparse = Concatenate([]*Node{sparse, text}, 1)                          // t'_p
 	}
 	var extra *Node
 	if cfg.Parts.ClassToken {

@@ -296,7 +296,8 @@ type InferOutputs struct {
 
 // Infer runs the decoders for inference on prompts already in the
 // model-input frame (see sam.Predictor.DecoderInputs). The image context
-// (positional encoding, CO tokens' presence) is computed once per embedding
+// (positional encoding, CO tokens' presence, T2VSE's keys and values) is
+// computed once per embedding
 // and reused by every later call on the same embedding tensor.
 func (m *Model) Infer(in sam.DecoderInputs) (InferOutputs, error) {
 	if in.Coords == nil {
@@ -337,9 +338,6 @@ func (m *Model) Infer(in sam.DecoderInputs) (InferOutputs, error) {
 	return res, nil
 }
 
-// hasPresence tells whether the image context carries presence logits.
-func (m *Model) hasPresence() bool { return m.Config.Parts.SemanticDecoder && m.Config.Parts.COTokens }
-
 // inferExec returns (building it on first use) the decoders' graph with or
 // without a mask prompt.
 func (m *Model) inferExec(withMask bool) (*model.Exec, error) {
@@ -349,13 +347,9 @@ func (m *Model) inferExec(withMask bool) (*model.Exec, error) {
 		return exec, nil
 	}
 	cfg := m.Config
-	presence := m.hasPresence()
 	exec, err := model.NewExec(m.SAM.Backend, m.SAM.Store, func(scope *model.Scope, in []*Node) []*Node {
-		ctx := ImageContext{PE: in[3]}
-		next := 4
-		if presence {
-			ctx.Presence, next = in[4], 5
-		}
+		ctx, used := ImageContextFromNodes(cfg, in[3:])
+		next := 3 + used
 		var mask *Node
 		if withMask {
 			mask = in[next]
@@ -384,8 +378,9 @@ func (m *Model) inferExec(withMask bool) (*model.Exec, error) {
 }
 
 // imageContext returns the image context's tensors of an embedding
-// [I, C, g, g]: PE [1, C, g, g] and, with CO tokens, presence [I, K];
-// computed on the first call for that tensor, then taken from the cache.
+// [I, C, g, g] (ImageContext.Nodes: PE [1, C, g, g], presence [I, K] with
+// CO tokens, T2VSE's keys and values); computed on the first call for that
+// tensor, then taken from the cache.
 func (m *Model) imageContext(emb *tensors.Tensor) ([]*tensors.Tensor, error) {
 	if emb == nil {
 		return nil, fmt.Errorf("no image embedding")
@@ -402,11 +397,7 @@ func (m *Model) imageContext(emb *tensors.Tensor) ([]*tensors.Tensor, error) {
 	if m.context == nil {
 		cfg := m.Config
 		exec, err := model.NewExec(m.SAM.Backend, m.SAM.Store, func(scope *model.Scope, emb *Node) []*Node {
-			ctx := NewImageContext(scope, cfg, emb)
-			if ctx.Presence == nil {
-				return []*Node{ctx.PE}
-			}
-			return []*Node{ctx.PE, ctx.Presence}
+			return NewImageContext(scope, cfg, emb).Nodes()
 		})
 		if err != nil {
 			return nil, fmt.Errorf("image context: %w", err)
