@@ -18,7 +18,7 @@ func adapter(scope *model.Scope, cfg Config, x *Node) *Node {
 	gate := ReLU(Linear(scope.At("channel").At("0"), pooled, hidden, false))     // [B, C/4]
 	gate = Sigmoid(Linear(scope.At("channel").At("2"), gate, c, false))          // [B, C]
 	gated := Mul(x, InsertAxes(gate, 1, 1))                                      // [B, H, W, C]
-	s := ReLU(conv2d(scope.At("spatial").At("0"), gated, c, 3, 2, 1, false))     // [B, H/2, W/2, C]
+	s := ReLU(Conv2d(scope.At("spatial").At("0"), gated, c, 3, 2, 1, false))     // [B, H/2, W/2, C]
 	s = ReLU(convTranspose2d(scope.At("spatial").At("2"), s, c, 4, 2, 1, false)) // [B, H, W, C]
 	return LayerNorm(scope.At("norm"), Add(x, s), adapterNormEps)
 }

@@ -27,7 +27,7 @@ func ImageEncoder(scope *model.Scope, cfg Config, image *Node) *Node {
 	// (GoMLX's even-kernel Convolve input gradient is wrong).
 	s := image.Shape().Dim(2)
 	x := Reshape(SwapLastAxes(Reshape(image, b, 3, s*s)), b, s, s, 3)                                // [B, S, S, 3]
-	x = conv2d(scope.At("patch_embed").At("proj"), x, e.EmbedDim, e.PatchSize, e.PatchSize, 0, true) // [B, g, g, C]
+	x = Conv2d(scope.At("patch_embed").At("proj"), x, e.EmbedDim, e.PatchSize, e.PatchSize, 0, true) // [B, g, g, C]
 	if e.UseAbsPos {
 		pos := Param(scope, g, "pos_embed", 1, grid, grid, e.EmbedDim) // [1, g, g, C]
 		x = Add(x, pos)
@@ -222,9 +222,9 @@ func relPosSelection(qSize, kSize, stored int) *tensors.Tensor {
 //	x: [B, g, g, C] -> [B, out, g, g]
 func neck(scope *model.Scope, cfg Config, x *Node) *Node {
 	out := cfg.ImageEncoder.OutChans
-	x = conv2d(scope.At("0"), x, out, 1, 1, 0, false)
+	x = Conv2d(scope.At("0"), x, out, 1, 1, 0, false)
 	x = LayerNorm(scope.At("1"), x, layerNorm2dEps)
-	x = conv2d(scope.At("2"), x, out, 3, 1, 1, false)
+	x = Conv2d(scope.At("2"), x, out, 3, 1, 1, false)
 	x = LayerNorm(scope.At("3"), x, layerNorm2dEps)
 	d := x.Shape().Dimensions                                                             // [B, g, g, out]
 	return Reshape(SwapLastAxes(Reshape(x, d[0], d[1]*d[2], out)), d[0], out, d[1], d[2]) // [B, out, g, g]

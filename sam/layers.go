@@ -39,7 +39,15 @@ const (
 	initDefault initKind = iota // PyTorch's Linear/Conv rule (biases zero)
 	initOnes                    // LayerNorm weights
 	initNormal                  // N(0, 1): the random-Fourier PE matrix
+	initZeros                   // zero-initialised projections (ZeroParam)
 )
+
+// ZeroParam is Param with a new variable starting at zero whatever its
+// shape: a projection that adds a new branch to a trained model leaves its
+// outputs unchanged until it trains.
+func ZeroParam(scope *model.Scope, g *Graph, name string, dims ...int) *Node {
+	return variable(scope, g, name, initZeros, true, dims...)
+}
 
 // variable returns (creating when needed) a float32 variable; trainable
 // false marks buffers such as the positional-encoding matrix.
@@ -51,6 +59,8 @@ func variable(scope *model.Scope, g *Graph, name string, kind initKind, trainabl
 			return Ones(g, shape)
 		case kind == initNormal:
 			return store.RandomNormal(g, shape)
+		case kind == initZeros:
+			return Zeros(g, shape)
 		case shape.Rank() <= 1:
 			return Zeros(g, shape)
 		}
@@ -276,12 +286,12 @@ func MLP(scope *model.Scope, x *Node, hidden, out, numLayers int, sigmoidOutput 
 	return x
 }
 
-// conv2d is torch.nn.Conv2d on a channels-last input, with the PyTorch weight
+// Conv2d is torch.nn.Conv2d on a channels-last input, with the PyTorch weight
 // layout [out, in, kh, kw], as an im2col matrix product (exact and with the
 // right gradients on every backend).
 //
 //	x: [B, H, W, C] -> [B, H', W', out]
-func conv2d(scope *model.Scope, x *Node, out, k, stride, pad int, bias bool) *Node {
+func Conv2d(scope *model.Scope, x *Node, out, k, stride, pad int, bias bool) *Node {
 	g := x.Graph()
 	c := x.Shape().Dim(3)
 	weight := Param(scope, g, "weight", out, c, k, k) // [out, in, kh, kw]

@@ -15,6 +15,9 @@ type MaskDecoderOutput struct {
 	Tokens, Image *Node
 	// Extra is the output of the extra tokens [B, E, C] (nil without them).
 	Extra *Node
+	// Hyper are the mask tokens' hypernetwork outputs [B, M, C/8], the
+	// vectors dotted with the up-scaled image features to give Masks.
+	Hyper *Node
 }
 
 // MaskDecoder is SAM's MaskDecoder, the paper's semantic-agnostic decoder
@@ -91,7 +94,7 @@ func decodeMasks(scope *model.Scope, cfg Config, hs, keys *Node, maskStart, m in
 	hyperIn := Stack(hyper, 1)                                                                             // [B, M, C/8]
 	masks := Einsum("bmc,bhwc->bmhw", hyperIn, up)                                                         // [B, M, 4g, 4g]
 	iou := MLP(scope.At("iou_prediction_head"), iouTokenOut, d.IoUHeadHiddenDim, m, d.IoUHeadDepth, false) // [B, M]
-	return MaskDecoderOutput{Masks: masks, IoUPred: iou, Tokens: hs, Image: keys}
+	return MaskDecoderOutput{Masks: masks, IoUPred: iou, Tokens: hs, Image: keys, Hyper: hyperIn}
 }
 
 // Upscale is output_upscaling: ConvTranspose2x2 s2 -> LayerNorm2d -> GELU ->

@@ -144,8 +144,9 @@ func (p *Predictor) SetImage(img transform.Image) error {
 func (p *Predictor) SetEmbedding(emb *tensors.Tensor, origH, origW int) error {
 	cfg := p.Model.Config
 	g := cfg.TokenGrid()
-	if d := emb.Shape().Dimensions; len(d) != 4 || d[0] != 1 || d[1] != cfg.PromptEncoder.EmbedDim || d[2] != g || d[3] != g {
-		return fmt.Errorf("embedding shape %v, want [1 %d %d %d]", d, cfg.PromptEncoder.EmbedDim, g, g)
+	c := p.Model.embeddingChannels()
+	if d := emb.Shape().Dimensions; len(d) != 4 || d[0] != 1 || d[1] != c || d[2] != g || d[3] != g {
+		return fmt.Errorf("embedding shape %v, want [1 %d %d %d]", d, c, g, g)
 	}
 	if origH <= 0 || origW <= 0 {
 		return fmt.Errorf("invalid image size %dx%d", origW, origH)

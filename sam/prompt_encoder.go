@@ -97,8 +97,8 @@ func DensePromptEmbeddings(scope *model.Scope, cfg Config, g *Graph, mask *Node,
 	in := cfg.PromptEncoder.MaskInChans
 	s := scope.At("mask_downscaling")
 	x := TransposeAllAxes(mask, 0, 2, 3, 1)                                                   // [B, 4g, 4g, 1]
-	x = GELU(LayerNorm(s.At("1"), conv2d(s.At("0"), x, in/4, 2, 2, 0, true), layerNorm2dEps)) // [B, 2g, 2g, in/4]
-	x = GELU(LayerNorm(s.At("4"), conv2d(s.At("3"), x, in, 2, 2, 0, true), layerNorm2dEps))   // [B, g, g, in]
-	x = conv2d(s.At("6"), x, c, 1, 1, 0, true)                                                // [B, g, g, C]
+	x = GELU(LayerNorm(s.At("1"), Conv2d(s.At("0"), x, in/4, 2, 2, 0, true), layerNorm2dEps)) // [B, 2g, 2g, in/4]
+	x = GELU(LayerNorm(s.At("4"), Conv2d(s.At("3"), x, in, 2, 2, 0, true), layerNorm2dEps))   // [B, g, g, in]
+	x = Conv2d(s.At("6"), x, c, 1, 1, 0, true)                                                // [B, g, g, C]
 	return TransposeAllAxes(x, 0, 3, 1, 2)
 }

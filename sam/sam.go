@@ -38,6 +38,12 @@ type Model struct {
 	Config  Config
 	Backend compute.Backend
 	Store   *model.Store
+	// EncoderGraph, when set, is the graph Encode runs instead of
+	// ImageEncoder at image_encoder (a model that extends SAM may carry more
+	// in its embedding); EmbeddingChannels is then that embedding's channel
+	// count (0: the prompt encoder's width, SAM's embedding).
+	EncoderGraph      func(scope *model.Scope, image *Node) *Node
+	EmbeddingChannels int
 
 	mu       sync.Mutex
 	encoder  *model.Exec
@@ -207,15 +213,27 @@ func VariableNames(vars map[string][]int) []string {
 	return names
 }
 
+// embeddingChannels is the channel count of Encode's embeddings.
+func (m *Model) embeddingChannels() int {
+	if m.EmbeddingChannels > 0 {
+		return m.EmbeddingChannels
+	}
+	return m.Config.PromptEncoder.EmbedDim
+}
+
 // Encode runs the image encoder.
 //
 //	image: [B, 3, S, S] normalised and padded -> embedding [B, C, g, g]
 func (m *Model) Encode(image *tensors.Tensor) (emb *tensors.Tensor, err error) {
 	m.mu.Lock()
 	if m.encoder == nil {
-		m.encoder, err = model.NewExec(m.Backend, m.Store, func(scope *model.Scope, image *Node) *Node {
-			return ImageEncoder(scope.At("image_encoder"), m.Config, image)
-		})
+		graph := m.EncoderGraph
+		if graph == nil {
+			graph = func(scope *model.Scope, image *Node) *Node {
+				return ImageEncoder(scope.At("image_encoder"), m.Config, image)
+			}
+		}
+		m.encoder, err = model.NewExec(m.Backend, m.Store, graph)
 	}
 	exec := m.encoder
 	m.mu.Unlock()

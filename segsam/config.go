@@ -48,6 +48,11 @@ type Parts struct {
 	// logit map, to both decoders' masks (segsam's addition for small models
 	// trained from scratch; box_prior.go). Off in the paper's variants.
 	BoxPrior bool `json:"box_prior,omitempty"`
+	// PixelSkip adds a convolutional stem on the input pixels whose
+	// features, at the masks' resolution, both decoders add to their
+	// up-scaled image features (segsam's addition for small models trained
+	// from scratch; pixel_skip.go). Off in the paper's variants.
+	PixelSkip bool `json:"pixel_skip,omitempty"`
 }
 
 // Variants are the named configurations of the paper's Table 4.
@@ -173,6 +178,11 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("class vocabulary: empty or repeated class %q", n))
 		}
 		seen[n] = true
+	}
+	if p.PixelSkip {
+		if err := c.validatePixelSkip(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if p.PromptAwareText && !p.TextEnhancer {
 		errs = append(errs, errors.New("prompt_aware_text needs the text enhancer"))

@@ -17,12 +17,25 @@ import (
 // TestLossGradientsMatchFiniteDifferences checks the gradient of the SEG-SAM
 // loss (image encoder included) against central finite differences along a
 // random direction, per weight tensor: the engine's automatic
-// differentiation of every operation the model uses is exercised.
+// differentiation of every operation the model uses is exercised. With the
+// pixel skip its projections are made non-zero first, so that gradients
+// reach its stem.
 func TestLossGradientsMatchFiniteDifferences(t *testing.T) {
+	for _, pixelSkip := range []bool{false, true} {
+		name := "seg_sam"
+		if pixelSkip {
+			name += "+pixel_skip"
+		}
+		t.Run(name, func(t *testing.T) { checkLossGradients(t, pixelSkip) })
+	}
+}
+
+func checkLossGradients(t *testing.T, pixelSkip bool) {
 	cfg, err := NewConfig(tinyBase(t), "seg_sam", testClasses, 8)
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.Parts.PixelSkip = pixelSkip
 	cfg.SAM.Family = sam.FamilySAMMed2D
 	// Keep the loss smooth for finite differences: no IoU-MSE (its target is
 	// a thresholded mask) and no multimask choice (an argmin).
@@ -40,8 +53,18 @@ func TestLossGradientsMatchFiniteDifferences(t *testing.T) {
 	if err := m.Materialize(); err != nil {
 		t.Fatal(err)
 	}
-	s := cfg.SAM.ImageEncoder.ImgSize
 	rng := rand.New(rand.NewPCG(1, 2))
+	if pixelSkip {
+		for _, dec := range []string{"mask_decoder", "semantic_decoder"} {
+			v := m.SAM.Store.GetVariable("/" + dec + "/pixel_skip/weight")
+			w := make([]float32, v.Shape().Size())
+			for j := range w {
+				w[j] = float32(0.3 * rng.NormFloat64())
+			}
+			v.MustSetValue(tensors.FromFlatDataAndDimensions(w, v.Shape().Dimensions...))
+		}
+	}
+	s := cfg.SAM.ImageEncoder.ImgSize
 	b := 2
 	image := make([]float32, b*3*s*s)
 	for i := range image {
@@ -76,7 +99,7 @@ func TestLossGradientsMatchFiniteDifferences(t *testing.T) {
 	lossFn := func(scope *model.Scope, in []*Node) *Node {
 		g := in[0].Graph()
 		scope.SetTraining(g, true)
-		emb := sam.ImageEncoder(scope.At("image_encoder"), cfg.SAM, in[0])
+		emb := EncodeImage(scope, cfg, in[0])
 		out := Forward(scope, cfg, emb, in[1], in[2], nil)
 		return Loss(cfg, out, Targets{Mask: in[3], Class: in[4], Presence: in[5], Multimask: in[6]}).Total
 	}

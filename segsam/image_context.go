@@ -26,7 +26,7 @@ type ImageContext struct {
 
 // NewImageContext computes the image context of embeddings.
 //
-//	emb: [I, C, g, g]
+//	emb: [I, E, g, g] (E = cfg.EmbeddingChannels())
 func NewImageContext(scope *model.Scope, cfg Config, emb *Node) ImageContext {
 	return newImageContext(scope, cfg, emb, true)
 }
@@ -35,6 +35,7 @@ func NewImageContext(scope *model.Scope, cfg Config, emb *Node) ImageContext {
 // (Forward leaves it to ForwardInContext, where a new model's T2VSE
 // variables are created after the prompt encoder's).
 func newImageContext(scope *model.Scope, cfg Config, emb *Node, withText bool) ImageContext {
+	emb, _ = splitEmbedding(cfg, emb)                                                                      // [I, C, g, g]
 	ctx := ImageContext{PE: sam.DensePositionalEncoding(scope.At("prompt_encoder"), cfg.SAM, emb.Graph())} // [1, C, g, g]
 	if cfg.Parts.SemanticDecoder && cfg.Parts.COTokens {
 		ctx.Presence = ClassPresence(scope.At("semantic_decoder"), cfg, emb, ctx.PE) // [I, K]

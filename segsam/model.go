@@ -24,7 +24,8 @@ type Outputs struct {
 // Dec_sag and Dec_saw. The image encoder is not part of it: embeddings are
 // computed (and, when it is frozen, cached) separately.
 //
-//	emb: [B, C, g, g] (or [1, C, g, g] shared), coords: [B, N, 2], labels: [B, N],
+//	emb: [B, E, g, g] (or [1, E, g, g] shared; E = cfg.EmbeddingChannels(),
+//	C without the pixel skip), coords: [B, N, 2], labels: [B, N],
 //	mask: optional low-res mask prompt [B, 1, 4g, 4g] (nil: none)
 func Forward(scope *model.Scope, cfg Config, emb, coords, labels, mask *Node) Outputs {
 	return ForwardInContext(scope, cfg, emb, newImageContext(scope, cfg, emb, false), coords, labels, mask)
@@ -34,9 +35,10 @@ func Forward(scope *model.Scope, cfg Config, emb, coords, labels, mask *Node) Ou
 // (NewImageContext of emb: one per image, shared by all its prompts; a
 // context without T2VSE's part has it computed here).
 //
-//	emb: [B, C, g, g] or [1, C, g, g]; ctx.Presence: [B, K] or [1, K]
+//	emb: [B, E, g, g] or [1, E, g, g]; ctx.Presence: [B, K] or [1, K]
 func ForwardInContext(scope *model.Scope, cfg Config, emb *Node, ctx ImageContext, coords, labels, mask *Node) Outputs {
 	g := emb.Graph()
+	emb, pixels := splitEmbedding(cfg, emb) // [B|1, C, g, g], [B|1, 4g, 4g, P] or nil
 	b := coords.Shape().Dim(0)
 	pe := scope.At("prompt_encoder")
 	sparse := sam.SparsePromptEmbeddings(pe, cfg.SAM, coords, labels) // t_p [B, N, C]
@@ -69,6 +71,9 @@ func ForwardInContext(scope *model.Scope, cfg Config, emb *Node, ctx ImageContex
 	}
 	dec := sam.MaskDecoderWithTokens(scope.At("mask_decoder"), cfg.SAM, image, imagePE, sagSparse, dense, extra)
 	out := Outputs{Binary: dec.Masks, IoU: dec.IoUPred}
+	if pixels != nil {
+		out.Binary = Add(out.Binary, pixelSkipLogits(scope.At("mask_decoder"), dec.Hyper, pixels)) // [B, M, 4g, 4g]
+	}
 	var prior *Node
 	if cfg.Parts.BoxPrior {
 		r := dec.Masks.Shape().Dim(-1)
@@ -85,6 +90,9 @@ func ForwardInContext(scope *model.Scope, cfg Config, emb *Node, ctx ImageContex
 			presence = sam.ToBatch(ctx.Presence, b) // [B, K]
 		}
 		out.Semantic = SemanticDecoder(scope.At("semantic_decoder"), cfg, image, imagePE, sparse, dense, presence)
+		if pixels != nil {
+			out.Semantic.Mask = Add(out.Semantic.Mask, pixelSkipLogits(scope.At("semantic_decoder"), out.Semantic.Hyper, pixels)) // [B, 4g, 4g]
+		}
 		if prior != nil {
 			out.Semantic.Mask = addBoxPrior(scope.At("semantic_decoder"), out.Semantic.Mask, prior)
 		}

@@ -64,6 +64,10 @@ func New(cfg Config, backend compute.Backend) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Parts.PixelSkip {
+		s.EncoderGraph = func(scope *model.Scope, image *Node) *Node { return EncodeImage(scope, cfg, image) }
+		s.EmbeddingChannels = cfg.EmbeddingChannels()
+	}
 	return &Model{Config: cfg, SAM: s}, nil
 }
 
@@ -125,6 +129,12 @@ func ExpectedVariables(cfg Config) (vars map[string][]int, err error) {
 	defer g.Finalize()
 	c, grid := cfg.SAM.PromptEncoder.EmbedDim, cfg.SAM.TokenGrid()
 	emb := Parameter(g, "emb", shapes.Make(dtypes.Float32, 1, c, grid, grid))
+	if cfg.Parts.PixelSkip {
+		s := cfg.SAM.ImageEncoder.ImgSize
+		image := Parameter(g, "image", shapes.Make(dtypes.Float32, 1, 3, s, s))
+		f := PixelFeatures(store.RootScope().At("image_encoder").At("pixel_skip"), image)
+		emb = Concatenate([]*Node{emb, packPixels(f)}, 1) // [1, E, g, g]
+	}
 	coords := Parameter(g, "coords", shapes.Make(dtypes.Float32, 1, 2, 2))
 	labels := Parameter(g, "labels", shapes.Make(dtypes.Int32, 1, 2))
 	Forward(store.RootScope(), cfg, emb, coords, labels, nil)
@@ -303,6 +313,12 @@ func (m *Model) Infer(in sam.DecoderInputs) (InferOutputs, error) {
 	if in.Coords == nil {
 		return InferOutputs{}, fmt.Errorf("segsam decoders: a point or box prompt is needed (a mask input alone or no prompt is not enough)")
 	}
+	if in.Embedding != nil {
+		c, g := m.Config.EmbeddingChannels(), m.Config.SAM.TokenGrid()
+		if d := in.Embedding.Shape().Dimensions; len(d) != 4 || d[1] != c || d[2] != g || d[3] != g {
+			return InferOutputs{}, fmt.Errorf("segsam decoders: embedding shape %v, want [1 %d %d %d]", d, c, g, g)
+		}
+	}
 	ctx, err := m.imageContext(in.Embedding)
 	if err != nil {
 		return InferOutputs{}, fmt.Errorf("segsam decoders: %w", err)
@@ -430,7 +446,7 @@ func (m *Model) Describe() string {
 	for _, x := range []struct {
 		on   bool
 		name string
-	}{{p.ClassToken, "class token"}, {p.SemanticDecoder, "Dec_saw"}, {p.COTokens, "CO tokens"}, {p.FullImageSemantic, "full-image semantic"}, {p.TextEnhancer, "T2VSE"}, {p.CMSA, "CMSA"}, {p.BoxPrior, "box prior"}} {
+	}{{p.ClassToken, "class token"}, {p.SemanticDecoder, "Dec_saw"}, {p.COTokens, "CO tokens"}, {p.FullImageSemantic, "full-image semantic"}, {p.TextEnhancer, "T2VSE"}, {p.CMSA, "CMSA"}, {p.BoxPrior, "box prior"}, {p.PixelSkip, "pixel skip"}} {
 		if x.on {
 			parts = append(parts, x.name)
 		}
@@ -448,7 +464,7 @@ func (m *Model) Materialize() error {
 	exec, err := model.NewExec(m.SAM.Backend, m.SAM.Store, func(scope *model.Scope, image, mask *Node) *Node {
 		g := image.Graph()
 		scope.SetTraining(g, true)
-		emb := sam.ImageEncoder(scope.At("image_encoder"), cfg.SAM, image)
+		emb := EncodeImage(scope, cfg, image)
 		coords := Zeros(g, shapes.Make(dtypes.Float32, 1, 2, 2))
 		labels := Zeros(g, shapes.Make(dtypes.Int32, 1, 2))
 		out := Forward(scope, cfg, emb, coords, labels, nil)

@@ -13,6 +13,7 @@ type SemanticOutput struct {
 	ClassLogits *Node // [B, K] class logits of the prompted object
 	Presence    *Node // [B, K] presence logits of every class (Ĉ_s before the sigmoid), or nil
 	ClassMasks  *Node // [B, K, 4g, 4g] full-image class masks (SAWD_sem only), or nil
+	Hyper       *Node // [B, C/8] t'_so's hypernetwork vector, dotted with the up-scaled features to give Mask
 }
 
 // SemanticDecoder is Dec_saw, the semantic-aware decoder of §3.2.1, with its
@@ -67,6 +68,7 @@ func SemanticDecoder(scope *model.Scope, cfg Config, image, imagePE, sparse, den
 	soOut := Squeeze(Slice(hs, AxisRange(), AxisElem(0), AxisRange()), 1)               // t'_so [B, C]
 	hyper := sam.MLP(scope.At("so_hypernetwork"), soOut, c, c/8, 3, false)              // [B, C/8]
 	out.Mask = Einsum("bc,bhwc->bhw", hyper, up)
+	out.Hyper = hyper
 	out.ClassLogits = sam.Linear(scope.At("class_head"), soOut, k, true)
 	if cfg.Parts.FullImageSemantic {
 		clsOut := Slice(hs, AxisRange(), AxisRange(1, 1+k), AxisRange())            // [B, K, C]

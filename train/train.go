@@ -25,7 +25,6 @@ import (
 	"github.com/segsam/segsam/dataset"
 	"github.com/segsam/segsam/internal/embcache"
 	"github.com/segsam/segsam/internal/progress"
-	"github.com/segsam/segsam/sam"
 	"github.com/segsam/segsam/segsam"
 	"github.com/segsam/segsam/textembed"
 )
@@ -614,7 +613,7 @@ type trainer struct {
 
 func newTrainer(m *segsam.Model, o Options) (*trainer, error) {
 	cfg := m.Config
-	t := &trainer{m: m, opts: o, classes: cfg.NumClasses(), s: cfg.SAM.ImageEncoder.ImgSize, c: cfg.SAM.PromptEncoder.EmbedDim, gr: cfg.SAM.TokenGrid()}
+	t := &trainer{m: m, opts: o, classes: cfg.NumClasses(), s: cfg.SAM.ImageEncoder.ImgSize, c: cfg.EmbeddingChannels(), gr: cfg.SAM.TokenGrid()}
 	store := m.SAM.Store
 	// Which encoder weights train.
 	trainable := func(path string) bool {
@@ -649,8 +648,8 @@ func newTrainer(m *segsam.Model, o Options) (*trainer, error) {
 				maskIn = in[8]
 			} else if o.Encoder != EncoderFrozen {
 				// in[0] are images [I, 3, S, S]; objects pick their image.
-				feats := sam.ImageEncoder(scope.At("image_encoder"), cfg.SAM, in[0]) // [I, C, g, g]
-				pickImg := OneHot(in[8], feats.Shape().Dim(0), dtypes.Float32)       // [B, I]
+				feats := segsam.EncodeImage(scope, cfg, in[0])                 // [I, E, g, g]
+				pickImg := OneHot(in[8], feats.Shape().Dim(0), dtypes.Float32) // [B, I]
 				emb = Einsum("bi,ichw->bchw", pickImg, feats)
 			}
 			out := segsam.Forward(scope, cfg, emb, in[1], in[2], maskIn)

@@ -49,6 +49,7 @@ func runTrain(args []string) error {
 	balance := fs.Bool("balance", false, "draw images with each dataset weighted by 1/sqrt(its size) and prefer objects of rare classes")
 	clickRounds := fs.Int("click-rounds", 0, "SAM-Med2D's iterative click simulation: after each step's first prompt, this many more optimiser steps on the same batch, each with 1/3/5/9 clicks from the previous error region and the previous logits as mask prompt (SAM-Med2D uses 8; each round costs about one decoder step)")
 	accumulate := fs.Int("accumulate", 1, "sum the gradients of this many steps before one update: the effective batch is accumulate x images-per-step images (the paper: 128); the learning rate is not rescaled")
+	pixelSkip := fs.Bool("pixel-skip", false, "add a convolutional stem on the input pixels whose features both decoders add at the masks' resolution (segsam's addition; needs patch 16; new weights start at zero, so --init of a model without it predicts as before)")
 	boxPrior := fs.Bool("box-prior", false, "add the ellipse inscribed in a box prompt to both decoders' mask logits, with a learned scale (segsam's addition for small models trained from scratch)")
 	textLiteral := fs.Bool("text-literal", false, "T2VSE as eq. 9 reads literally: the prompt tokens join only its cross-attention, so its summary token ignores the prompt (an ablation; default: they join its self-attention)")
 	initMatching := fs.Bool("init-matching", false, "with --init of a segsam checkpoint of another configuration (vocabulary, parts): take every weight whose name and shape fit, initialise the rest")
@@ -176,6 +177,10 @@ func runTrain(args []string) error {
 	}
 	cfg.Loss.Focal, cfg.Loss.Dice, cfg.Loss.Presence = *focal, *dice, *presence
 	cfg.Parts.BoxPrior = *boxPrior
+	cfg.Parts.PixelSkip = *pixelSkip
+	if err := cfg.Validate(); err != nil {
+		return usageErrorf("%v", err)
+	}
 	if *semBCE < 0 {
 		return usageErrorf("--sem-bce-weight must not be negative")
 	}
